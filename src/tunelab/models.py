@@ -1,0 +1,125 @@
+"""Tokenizer and model loading: embedded short names, local folders or Hub ids; 4-bit; LoRA.
+
+Safe defaults: `trust_remote_code` is off unless the recipe turns it on, and weights load from
+safetensors only (`use_safetensors=True`), so a pickle checkpoint is never unpickled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+from tunelab.config import Recipe
+from tunelab.errors import TunelabError
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local folder for an embedded short name or a path; a Hub id is returned unchanged."""
+    from tunelab.embedded import embedded_model_path, is_embedded_name
+
+    if is_embedded_name(name_or_path):
+        return str(embedded_model_path(name_or_path))
+    path = Path(name_or_path).expanduser()
+    looks_local = name_or_path.startswith((".", "/", "~")) or path.exists()
+    if not looks_local:
+        return name_or_path
+    if not path.is_dir():
+        raise TunelabError(f"model path {name_or_path} does not exist: check --model_name_or_path")
+    if not any((path / f).exists() for f in WEIGHT_FILES):
+        pickles = [p.name for p in path.glob("*.bin")]
+        hint = (f"it has only pickle weights ({', '.join(pickles)}), which tunelab refuses to load: convert them "
+                "to safetensors" if pickles else "it holds no model weights")
+        raise TunelabError(f"model folder {name_or_path} cannot be used: {hint}")
+    return str(path)
+
+
+def load_tokenizer(recipe: Recipe):
+    """The model's tokenizer, with a pad token (the EOS token) when the model has none (GPT-2, phi-2)."""
+    path = resolve_model_path(recipe.model_name_or_path)
+    tokenizer = _from_pretrained(AutoTokenizer, path, trust_remote_code=recipe.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype for weights and compute: bf16 where supported, fp16 on older GPUs, fp32 on CPU."""
+    if precision == "auto":
+        if not torch.cuda.is_available():
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+def load_model(recipe: Recipe):
+    """The base model (4-bit when the recipe asks) wrapped with LoRA adapters on the named modules."""
+    dtype = compute_dtype(recipe.precision)
+    kwargs = {"dtype": dtype, "trust_remote_code": recipe.trust_remote_code, "use_safetensors": True}
+    if recipe.load_in_4bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=recipe.bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=recipe.bnb_4bit_use_double_quant,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    model = _from_pretrained(AutoModelForCausalLM, resolve_model_path(recipe.model_name_or_path), **kwargs)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = model.config.eos_token_id
+    if recipe.load_in_4bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
+    elif recipe.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return get_peft_model(model, lora_config(recipe, model))
+
+
+def lora_config(recipe: Recipe, model: torch.nn.Module) -> LoraConfig:
+    """LoRA on exactly the named modules; a name that matches no module is an error, not a silent no-op."""
+    check_target_modules(model, recipe.lora_target_modules)
+    return LoraConfig(
+        r=recipe.lora_r,
+        lora_alpha=recipe.lora_alpha,
+        lora_dropout=recipe.lora_dropout,
+        bias=recipe.lora_bias,
+        target_modules=list(recipe.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def check_target_modules(model: torch.nn.Module, targets: list[str]) -> None:
+    leaf_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name}
+    missing = [t for t in targets if t not in leaf_names]
+    if missing:
+        candidates = sorted(n for n in leaf_names if not n.isdigit() and "norm" not in n and "drop" not in n)
+        raise TunelabError(f"lora_target_modules {missing} match no module of {model.config.model_type}: "
+                           f"choose from {', '.join(candidates)}")
+
+
+def parameter_counts(model: PeftModel) -> dict:
+    """Trainable and total parameters, counted by PEFT (a 4-bit weight counts as one parameter)."""
+    trainable, total = model.get_nb_trainable_parameters()
+    return {
+        "trainable": trainable,
+        "total": total,
+        "percent": 100.0 * trainable / total,
+        "counting": "PEFT's get_nb_trainable_parameters over all weights, base and LoRA; each 4-bit "
+                    "weight counts once (not as the half byte it is stored in), so QLoRA totals equal the "
+                    "unquantized model's plus the adapters",
+    }
+
+
+def _from_pretrained(cls, path: str, **kwargs):
+    try:
+        return cls.from_pretrained(path, **kwargs)
+    except OSError as error:
+        if Path(path).exists():
+            raise TunelabError(f"cannot load {path}: {str(error).splitlines()[0]}") from None
+        raise TunelabError(
+            f"cannot load {path!r} from the Hugging Face Hub (no network, or no such model): check the id, "
+            "download it where you have network, or pass a local folder with --model_name_or_path"
+        ) from None

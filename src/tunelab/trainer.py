@@ -1,0 +1,147 @@
+"""The NLI classification trainer: a causal LM scored on its label words at the answer position.
+
+Instead of the language-model loss over the whole prompt, the loss is cross-entropy over the
+scores of the label words (" entailment", " neutral", " contradiction") right after
+"Relationship:". Evaluation reads the same scores, so every prediction is a valid label, no
+text is generated, and the predictions are 3-way probabilities.
+
+Two ways to score a label word:
+- `first_token` (default): the logit of the word's first token. One forward pass per example
+  with only the last position projected to the vocabulary (`logits_to_keep=1`). Needs the
+  label words' first tokens to differ.
+- `sequence`: the summed log-probability of all the word's tokens. One row per example and
+  label, for label words that share a first token.
+
+Batches are always padded on the left, whatever the tokenizer's padding side, so the answer
+position is the last one; explicit position ids keep left padding harmless for models with
+absolute position embeddings (GPT-2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainingArguments
+
+from tunelab.config import Recipe
+from tunelab.errors import TunelabError
+from tunelab.models import compute_dtype
+
+
+def label_token_ids(tokenizer, label_words: list[str], scoring: str) -> list[list[int]]:
+    """Token ids of each label word as it follows the prompt (with a leading space)."""
+    ids = [tokenizer(" " + word, add_special_tokens=False)["input_ids"] for word in label_words]
+    for word, word_ids in zip(label_words, ids):
+        if not word_ids or tokenizer.unk_token_id in word_ids:
+            raise TunelabError(f"label word {word!r} cannot be represented by this tokenizer: choose other label_words")
+    if scoring == "first_token" and len({word_ids[0] for word_ids in ids}) < len(ids):
+        raise TunelabError(f"label words {label_words} share a first token for this tokenizer: choose label_words "
+                           "that start differently, or set --label_scoring sequence")
+    return ids
+
+
+@dataclass
+class NLICollator:
+    """Left-pads prompts (one row per example, or per example and label in `sequence` scoring)."""
+
+    pad_token_id: int
+    label_ids: list[list[int]]
+    scoring: str = "first_token"
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        if self.scoring == "first_token":
+            rows = [f["input_ids"] for f in features]
+        else:
+            rows = [f["input_ids"] + word for f in features for word in self.label_ids]
+        width = max(len(r) for r in rows)
+        input_ids = torch.tensor([[self.pad_token_id] * (width - len(r)) + r for r in rows])
+        attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
+            "labels": torch.tensor([f["labels"] for f in features]),
+        }
+        if self.scoring == "sequence":
+            longest = max(len(word) for word in self.label_ids)
+            batch["label_mask"] = torch.tensor(
+                [[0] * (longest - len(word)) + [1] * len(word) for _ in features for word in self.label_ids]
+            )
+        return batch
+
+
+def label_scores(model, batch: dict[str, torch.Tensor], label_ids: list[list[int]], scoring: str) -> torch.Tensor:
+    """(batch, num_labels) scores whose softmax is the predicted label distribution."""
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    if scoring == "first_token":
+        logits = model(**inputs, logits_to_keep=1).logits[:, -1, :]
+        return logits[:, [word[0] for word in label_ids]].float()
+    longest = batch["label_mask"].shape[-1]
+    logits = model(**inputs, logits_to_keep=longest + 1).logits[:, :-1, :].float()
+    targets = batch["input_ids"][:, -longest:]
+    token_logprobs = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    word_logprobs = (token_logprobs * batch["label_mask"]).sum(-1)
+    return word_logprobs.view(-1, len(label_ids))
+
+
+class NLITrainer(Trainer):
+    """transformers' Trainer with the label-word classification loss and scores as predictions."""
+
+    # compute_loss returns a per-batch mean; let the Trainer divide by gradient accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, label_ids: list[list[int]], scoring: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.label_ids = label_ids
+        self.scoring = scoring
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        scores = label_scores(model, inputs, self.label_ids, self.scoring)
+        loss = F.cross_entropy(scores, inputs["labels"])
+        return (loss, scores) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss, scores = self.compute_loss(model, inputs, return_outputs=True)
+        return loss.detach(), (None if prediction_loss_only else scores.detach()), inputs["labels"]
+
+
+def accuracy_metric(eval_prediction) -> dict[str, float]:
+    scores, labels = eval_prediction.predictions, eval_prediction.label_ids
+    return {"accuracy": float((scores.argmax(-1) == labels).mean())}
+
+
+def training_arguments(recipe: Recipe, output_dir: str, on_cpu: bool) -> TrainingArguments:
+    """The recipe's optimisation settings as TrainingArguments; checkpoints and eval follow save_strategy."""
+    dtype = compute_dtype(recipe.precision)
+    return TrainingArguments(
+        output_dir=output_dir,
+        run_name=recipe.run_name,
+        seed=recipe.seed,
+        per_device_train_batch_size=recipe.per_device_train_batch_size,
+        per_device_eval_batch_size=recipe.per_device_eval_batch_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        learning_rate=recipe.learning_rate,
+        num_train_epochs=recipe.num_train_epochs,
+        max_steps=recipe.max_steps,
+        warmup_steps=recipe.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        lr_scheduler_type=recipe.lr_scheduler_type,
+        weight_decay=recipe.weight_decay,
+        max_grad_norm=recipe.max_grad_norm,
+        optim=recipe.optim,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        logging_steps=recipe.logging_steps,
+        save_strategy=recipe.save_strategy,
+        eval_strategy=recipe.save_strategy,
+        save_total_limit=recipe.save_total_limit,
+        report_to=recipe.report_to,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        use_cpu=on_cpu,
+        ddp_backend="gloo" if on_cpu else None,
+        disable_tqdm=False,
+    )
