@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+from transformers.pytorch_utils import Conv1D
 
 from tunelab.config import Recipe
 from tunelab.errors import TunelabError
@@ -87,6 +88,7 @@ def lora_config(recipe: Recipe, model: torch.nn.Module) -> LoraConfig:
         lora_dropout=recipe.lora_dropout,
         bias=recipe.lora_bias,
         target_modules=list(recipe.lora_target_modules),
+        fan_in_fan_out=targets_conv1d(model, recipe.lora_target_modules),
         task_type="CAUSAL_LM",
     )
 
@@ -98,6 +100,12 @@ def check_target_modules(model: torch.nn.Module, targets: list[str]) -> None:
         candidates = sorted(n for n in leaf_names if not n.isdigit() and "norm" not in n and "drop" not in n)
         raise TunelabError(f"lora_target_modules {missing} match no module of {model.config.model_type}: "
                            f"choose from {', '.join(candidates)}")
+
+
+def targets_conv1d(model: torch.nn.Module, targets: list[str]) -> bool:
+    """GPT-2 stores its projections as Conv1D (weights transposed), which LoRA must be told about."""
+    return any(isinstance(module, Conv1D) and name.rsplit(".", 1)[-1] in targets
+               for name, module in model.named_modules())
 
 
 def parameter_counts(model: PeftModel) -> dict:

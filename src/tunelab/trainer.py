@@ -19,6 +19,7 @@ absolute position embeddings (GPT-2).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -142,6 +143,6 @@ def training_arguments(recipe: Recipe, output_dir: str, on_cpu: bool) -> Trainin
         remove_unused_columns=False,
         label_names=["labels"],
         use_cpu=on_cpu,
-        ddp_backend="gloo" if on_cpu else None,
+        ddp_backend="gloo" if on_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         disable_tqdm=False,
     )

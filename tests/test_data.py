@@ -1,0 +1,104 @@
+"""Loading NLI data: schemas, no-gold rows, the SNLI subsetting rule, prompts and truncation."""
+
+import json
+
+import pytest
+
+from tunelab.config import NLIRecipe
+from tunelab.data import format_prompt, load_nli_split, read_jsonl, subset_rows, tokenize_rows
+from tunelab.errors import TunelabError
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def hub_schema_rows(n):
+    """Rows in SNLI's Hub schema; every 7th has no gold label (-1)."""
+    return [{"premise": f"Premise number {i}.", "hypothesis": f"Hypothesis {i}.", "label": -1 if i % 7 == 3 else i % 3}
+            for i in range(n)]
+
+
+def test_drops_no_gold_rows_then_strides(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", hub_schema_rows(100))
+    recipe = NLIRecipe(dataset=str(tmp_path), train_stride=5, train_size=10)
+    rows = load_nli_split(recipe, "train")
+    gold = [r for r in hub_schema_rows(100) if r["label"] != -1]
+    assert [r["premise"] for r in rows] == [r["premise"] for r in gold[::5][:10]]
+    assert {r["label"] for r in rows} <= {"entailment", "neutral", "contradiction"}
+
+
+def test_snli_original_schema_is_understood(tmp_path):
+    write_jsonl(tmp_path / "test.jsonl", [
+        {"sentence1": "A man sleeps.", "sentence2": "A man rests.", "gold_label": "entailment", "pairID": "1"},
+        {"sentence1": "A man sleeps.", "sentence2": "A man runs.", "gold_label": "-", "pairID": "2"},
+    ])
+    rows = load_nli_split(NLIRecipe(dataset=str(tmp_path)), "test")
+    assert rows == [{"pairID": "1", "premise": "A man sleeps.", "hypothesis": "A man rests.", "label": "entailment"}]
+
+
+def test_subset_rule_matches_reference_counts():
+    assert len(subset_rows(list(range(550_000)), 550, 1000)) == 1000
+    assert subset_rows(list(range(10)), 3, None) == [0, 3, 6, 9]
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"premise": "a", "label": 0}], "has no 'hypothesis' column"),
+    ([{"premise": "a", "hypothesis": "b", "label": "maybe"}], "not one of entailment"),
+    ([{"premise": " ", "hypothesis": "b", "label": 0}], "empty or non-text premise"),
+    ([{"premise": "a", "hypothesis": "b", "label": -1}], "no rows left"),
+])
+def test_bad_rows_name_the_problem(tmp_path, rows, message):
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    with pytest.raises(TunelabError, match=message):
+        load_nli_split(NLIRecipe(dataset=str(tmp_path)), "train")
+
+
+def test_malformed_line_reports_file_and_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"premise": "a", "hypothesis": "b", "label": 0}\n{"premise": oops}\n')
+    with pytest.raises(TunelabError, match=r"train.jsonl:2: not valid JSON"):
+        read_jsonl(path)
+
+
+def test_non_utf8_file(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b'{"premise": "caf\xe9", "hypothesis": "b", "label": 0}\n')
+    with pytest.raises(TunelabError, match="not valid UTF-8"):
+        read_jsonl(path)
+
+
+def test_missing_split_file_and_path(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", hub_schema_rows(3))
+    with pytest.raises(TunelabError, match="has no validation.jsonl"):
+        load_nli_split(NLIRecipe(dataset=str(tmp_path)), "validation")
+    with pytest.raises(TunelabError, match="does not exist"):
+        load_nli_split(NLIRecipe(dataset=str(tmp_path / "nowhere.jsonl")), "train")
+
+
+def test_unreachable_hub_dataset_is_one_line(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(TunelabError, match="cannot load dataset 'nobody/no-such-nli-set'") as error:
+        load_nli_split(NLIRecipe(dataset="nobody/no-such-nli-set"), "train")
+    assert "\n" not in str(error.value)
+
+
+def test_prompt_format():
+    assert format_prompt("A dog runs.", "An animal moves.") == \
+        "Premise: A dog runs.\nHypothesis: An animal moves.\nRelationship:"
+
+
+def test_long_premises_are_truncated_never_the_answer_position(gpt2_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gpt2_tokenizer_dir)
+    rows = [{"premise": "word " * 300, "hypothesis": "A short claim.", "label": "neutral"},
+            {"premise": "A short premise.", "hypothesis": "A short claim.", "label": "entailment"}]
+    dataset, truncated = tokenize_rows(rows, tokenizer, max_length=64, reserve=1)
+    assert truncated == 1
+    long_ids = dataset[0]["input_ids"]
+    assert len(long_ids) <= 63
+    assert tokenizer.decode(long_ids).endswith("Hypothesis: A short claim.\nRelationship:")
+    assert dataset["labels"] == [1, 0]

@@ -1,0 +1,139 @@
+"""The classification trainer on tiny random models with GPT-2's real tokenizer."""
+
+import dataclasses
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from tunelab.config import NLI_LABELS, NLIRecipe
+from tunelab.data import tokenize_rows
+from tunelab.errors import TunelabError
+from tunelab.metrics import classification_metrics
+from tunelab.models import load_model, load_tokenizer, parameter_counts
+from tunelab.trainer import NLICollator, NLITrainer, label_scores, label_token_ids, training_arguments
+
+CUES = {"entailment": "surely", "neutral": "perhaps", "contradiction": "never"}
+
+
+def separable_rows(n, seed):
+    """An easy set: the hypothesis' adverb gives the label away."""
+    rng = random.Random(seed)
+    subjects = ["A man", "The girl", "Two dogs", "A chef", "The band", "An old woman"]
+    actions = ["walks home", "sings loudly", "eats lunch", "reads a book", "plays outside", "paints a wall"]
+    rows = []
+    for i in range(n):
+        label = NLI_LABELS[i % 3]
+        subject, action = rng.choice(subjects), rng.choice(actions)
+        rows.append({"premise": f"{subject} {action}.", "hypothesis": f"{subject} {CUES[label]} {action}.",
+                     "label": label})
+    return rows
+
+
+def tiny_recipe(model_dir, tmp_path, **overrides):
+    settings = dict(model_name_or_path=str(model_dir), output_dir=str(tmp_path), run_name="tiny",
+                    lora_r=8, lora_alpha=16, lora_dropout=0.0, learning_rate=5e-3, num_train_epochs=10,
+                    per_device_train_batch_size=8, per_device_eval_batch_size=16, logging_steps=5,
+                    save_strategy="no", seed=0, max_length=64)
+    settings.update(overrides)
+    return NLIRecipe(**settings)
+
+
+def train_and_score(recipe):
+    tokenizer = load_tokenizer(recipe)
+    model = load_model(recipe)
+    label_ids = label_token_ids(tokenizer, recipe.label_words, recipe.label_scoring)
+    reserve = max(map(len, label_ids))
+    train, _ = tokenize_rows(separable_rows(96, seed=1), tokenizer, recipe.max_length, reserve)
+    test, _ = tokenize_rows(separable_rows(48, seed=2), tokenizer, recipe.max_length, reserve)
+    trainer = NLITrainer(model=model, args=training_arguments(recipe, str(recipe.run_dir), on_cpu=True),
+                         train_dataset=train, data_collator=NLICollator(tokenizer.pad_token_id, label_ids,
+                                                                         recipe.label_scoring),
+                         label_ids=label_ids, scoring=recipe.label_scoring)
+    before = trainer.predict(test)
+    trainer.train()
+    after = trainer.predict(test)
+    accuracy = lambda out: float((out.predictions.argmax(-1) == out.label_ids).mean())  # noqa: E731
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return accuracy(before), accuracy(after), losses, before.metrics["test_loss"], after.metrics["test_loss"]
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_gpt2_dir", "tiny_phi_dir"])
+def test_loss_falls_and_accuracy_rises(model_fixture, request, tmp_path):
+    model_dir = request.getfixturevalue(model_fixture)
+    targets = ["c_attn", "c_proj", "c_fc"] if "gpt2" in model_fixture else \
+        ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2", "lm_head"]
+    acc_before, acc_after, losses, loss_before, loss_after = train_and_score(
+        tiny_recipe(model_dir, tmp_path, lora_target_modules=targets))
+    assert losses[-1] < losses[0]
+    assert loss_after < loss_before
+    assert acc_after >= 0.9 > acc_before
+
+
+def test_sequence_scoring_learns_multi_token_labels(tiny_gpt2_dir, tmp_path):
+    # Two-token GPT-2 words; the first two share their first token (" ent").
+    words = ["entailed", "entailing", "neutralize"]
+    recipe = tiny_recipe(tiny_gpt2_dir, tmp_path, lora_target_modules=["c_attn", "c_fc"],
+                         label_words=words, label_scoring="sequence")
+    tokenizer = load_tokenizer(recipe)
+    assert len({ids[0] for ids in label_token_ids(tokenizer, words, "sequence")}) < len(words)
+    with pytest.raises(TunelabError, match="share a first token"):
+        label_token_ids(tokenizer, words, "first_token")
+    acc_before, acc_after, *_ = train_and_score(recipe)
+    assert acc_after >= 0.9 > acc_before
+
+
+def test_padding_side_does_not_change_scores(tiny_gpt2_dir, tmp_path):
+    recipe = tiny_recipe(tiny_gpt2_dir, tmp_path, lora_target_modules=["c_attn"])
+    tokenizer = load_tokenizer(recipe)
+    model = load_model(recipe).eval()
+    label_ids = label_token_ids(tokenizer, recipe.label_words, "first_token")
+    dataset, _ = tokenize_rows(separable_rows(6, seed=3), tokenizer, 64, 1)
+    collate = NLICollator(tokenizer.pad_token_id, label_ids)
+    features = [dict(row) for row in dataset]
+    with torch.no_grad():
+        batched = label_scores(model, collate(features), label_ids, "first_token")
+        one_by_one = torch.cat([label_scores(model, collate([f]), label_ids, "first_token") for f in features])
+    assert torch.allclose(batched, one_by_one, atol=1e-5)
+
+
+def test_qlora_4bit_trains_a_few_steps(tiny_llama_dir, tmp_path):
+    recipe = tiny_recipe(tiny_llama_dir, tmp_path, load_in_4bit=True, optim="paged_adamw_8bit",
+                         lora_target_modules=["q_proj", "v_proj", "gate_proj"], num_train_epochs=1, precision="fp32")
+    model = load_model(recipe)
+    assert any(type(m).__name__ == "Linear4bit" for m in model.modules())
+    counts = parameter_counts(model)
+    plain = parameter_counts(load_model(dataclasses.replace(recipe, load_in_4bit=False)))
+    assert counts["total"] == plain["total"], "4-bit weights count as one parameter each"
+    _, _, losses, *_ = train_and_score(recipe)
+    assert losses and all(np.isfinite(losses))
+
+
+def test_unknown_target_module_is_loud(tiny_phi_dir, tmp_path):
+    recipe = tiny_recipe(tiny_phi_dir, tmp_path, lora_target_modules=["q_proj", "o_proj"])
+    with pytest.raises(TunelabError, match=r"\['o_proj'\] match no module of phi: choose from .*dense"):
+        load_model(recipe)
+
+
+def test_missing_model_paths_and_hub_ids(tmp_path):
+    with pytest.raises(TunelabError, match="does not exist"):
+        load_tokenizer(NLIRecipe(model_name_or_path=str(tmp_path / "nope")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TunelabError, match="holds no model weights"):
+        load_model(NLIRecipe(model_name_or_path=str(tmp_path / "empty")))
+    with pytest.raises(TunelabError, match="cannot load 'nobody/no-such-model' from the Hugging Face Hub"):
+        load_tokenizer(NLIRecipe(model_name_or_path="nobody/no-such-model"))
+
+
+def test_metrics_agree_with_scikit_learn():
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = random.Random(0)
+    gold = [rng.choice(NLI_LABELS) for _ in range(200)]
+    predicted = [g if rng.random() < 0.6 else rng.choice(NLI_LABELS) for g in gold]
+    metrics = classification_metrics(gold, predicted, NLI_LABELS)
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(gold, predicted))
+    assert metrics["macro_f1"] == pytest.approx(f1_score(gold, predicted, average="macro"))
+    assert sum(map(sum, metrics["confusion_matrix"])) == 200
+    assert metrics["per_class"]["neutral"]["support"] == gold.count("neutral")
