@@ -165,7 +165,7 @@ def test_every_split_gets_a_section(tmp_path: Path):
 
 
 def test_missing_run_info_is_a_tunelab_error(tmp_path: Path):
-    with pytest.raises(TunelabError, match="run_info.json.*tunelab train"):
+    with pytest.raises(TunelabError, match="run_info.json.*recipe run"):
         write_report(make_run(tmp_path, info=None))
 
 
