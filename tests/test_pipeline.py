@@ -1,0 +1,102 @@
+"""The phi2_snli recipe end to end on a tiny Phi: outputs, report, reruns, resume, the CLI."""
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tunelab.config import parse_recipe
+from tunelab.errors import TunelabError
+from tunelab.nli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = runpy.run_path(str(ROOT / "recipes" / "phi2_snli.py"))["RECIPE"]
+
+
+def tiny_overrides(model_dir, data_dir, output_dir, *extra):
+    """The real phi2_snli recipe (4-bit, LoRA on phi's modules, paged AdamW 8-bit) on tiny local data."""
+    return ["--model_name_or_path", str(model_dir), "--dataset", str(data_dir), "--output_dir", str(output_dir),
+            "--train_stride", "1", "--train_size", "none", "--validation_stride", "1", "--validation_size", "none",
+            "--test_stride", "1", "--test_size", "none", "--learning_rate", "5e-3", "--num_train_epochs", "3",
+            "--precision", "fp32", "--logging_steps", "2", *extra]
+
+
+def test_recipe_writes_every_output(tiny_phi_dir, snli_dir, tmp_path):
+    run_dir = main(parse_recipe(RECIPE, tiny_overrides(tiny_phi_dir, snli_dir, tmp_path)))
+    assert run_dir == tmp_path / "phi2_snli"
+    for name in ("config.yaml", "run_info.json", "train_log.json", "adapter/adapter_model.safetensors",
+                 "eval/test/baseline/metrics.json", "eval/test/finetuned/metrics.json",
+                 "eval/test/predictions.csv", "eval/test/finetuned/predictions.csv",
+                 "report/report.md", "report/report.html", "report/report.pdf"):
+        assert (run_dir / name).is_file(), name
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-16", "checkpoint-24"]
+
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["train_rows"] == 60 and info["eval_rows"] == {"test": 30}, "label -1 rows are dropped"
+    assert 0 < info["parameters"]["trainable"] < info["parameters"]["total"]
+    finetuned = json.loads((run_dir / "eval/test/finetuned/metrics.json").read_text())
+    baseline = json.loads((run_dir / "eval/test/baseline/metrics.json").read_text())
+    assert finetuned["n"] == 30 and finetuned["accuracy"] > baseline["accuracy"]
+
+    report = (run_dir / "report/report.md").read_text()
+    assert f"{info['parameters']['trainable']:,}" in report
+    assert f"{100 * finetuned['accuracy']:.1f}%" in report
+
+
+def test_finished_run_is_not_overwritten(tiny_phi_dir, snli_dir, tmp_path):
+    argv = tiny_overrides(tiny_phi_dir, snli_dir, tmp_path, "--num_train_epochs", "1")
+    run_dir = main(parse_recipe(RECIPE, argv))
+    before = (run_dir / "run_info.json").read_text()
+    with pytest.raises(TunelabError, match="holds a finished run.*--overwrite"):
+        main(parse_recipe(RECIPE, argv))
+    assert (run_dir / "run_info.json").read_text() == before
+    main(parse_recipe(RECIPE, [*argv, "--overwrite"]))
+    assert (run_dir / "run_info.json").read_text() != before
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(tiny_phi_dir, snli_dir, tmp_path, capsys):
+    argv = tiny_overrides(tiny_phi_dir, snli_dir, tmp_path)
+    run_dir = main(parse_recipe(RECIPE, argv))
+    # Make it look like the run died during its last epoch: unfinished, with epochs 1 and 2 saved.
+    (run_dir / "run_info.json").unlink()
+    trainer_state = json.loads((run_dir / "checkpoints/checkpoint-16/trainer_state.json").read_text())
+    assert trainer_state["global_step"] == 16
+    main(parse_recipe(RECIPE, argv))
+    assert "Resuming phi2_snli" in capsys.readouterr().out
+    log = json.loads((run_dir / "train_log.json").read_text())
+    trained_steps = [entry["step"] for entry in log if "loss" in entry]
+    assert trained_steps[-1] == 24
+    assert (run_dir / "run_info.json").exists()
+
+
+def run_cli(*args, env_extra=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env_extra or {})}
+    return subprocess.run([*args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_recipe_under_accelerate_launch(tiny_phi_dir, snli_dir, tmp_path):
+    accelerate = Path(sys.executable).parent / "accelerate"
+    result = run_cli(str(accelerate), "launch", "--config_file", "accelerate_configs/cpu.yaml",
+                     "recipes/phi2_snli.py", *tiny_overrides(tiny_phi_dir, snli_dir, tmp_path, "--num_train_epochs", "1"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[tunelab] Report: " in result.stdout
+    assert (tmp_path / "phi2_snli" / "report" / "report.html").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--learning_rat", "1e-4"], "unknown setting 'learning_rat' in the command line: did you mean 'learning_rate'?"),
+    (["--model_name_or_path", "nobody/no-such-model", "--dataset", "DATA"], "cannot load 'nobody/no-such-model'"),
+    (["--dataset", "/no/such/folder.jsonl"], "dataset path /no/such/folder.jsonl does not exist"),
+])
+def test_errors_are_one_line_without_traceback(args, message, snli_dir, tmp_path):
+    args = [str(snli_dir) if a == "DATA" else a for a in args]
+    result = run_cli(sys.executable, "recipes/phi2_snli.py", "--output_dir", str(tmp_path), *args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"tunelab: error: {message}" in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("tunelab: error")]
+    assert len(error_lines) == 1
