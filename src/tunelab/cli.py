@@ -1,23 +1,29 @@
 """The `tunelab` command: run a recipe, rebuild a report, prepare the offline default.
 
 Errors a user can fix (TunelabError) print as one line and exit with status 2; `--debug`
-shows the traceback instead.
+shows the traceback instead. A run stopped by a signal after saving a checkpoint exits with 3.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import runpy
 import sys
 from contextlib import contextmanager
 
 from tunelab.errors import TunelabError
+from tunelab.interrupts import INTERRUPTED_EXIT_CODE, TrainingInterrupted
 
 
 @contextmanager
 def exit_on_error(debug: bool = False):
     try:
         yield
+    except TrainingInterrupted as interrupted:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"[tunelab] {interrupted}", file=sys.stderr, flush=True)
+        sys.exit(INTERRUPTED_EXIT_CODE)
     except TunelabError as error:
         if debug:
             raise

@@ -18,17 +18,19 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 from accelerate import PartialState
-from transformers import set_seed
+from transformers import TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from tunelab.config import NLI_LABELS, NLIRecipe, parse_recipe, recipe_to_dict
 from tunelab.data import load_nli_split, tokenize_rows
+from tunelab.interrupts import StopOnSignal, TrainingInterrupted
 from tunelab.metrics import classification_metrics
 from tunelab.models import load_model, load_tokenizer, parameter_counts
 from tunelab.monitoring import Stopwatch, hardware_info, peak_memory, software_versions
@@ -45,7 +47,8 @@ def run(defaults: NLIRecipe, argv: list[str] | None = None) -> None:
         main(parse_recipe(defaults, argv))
 
 
-def main(recipe: NLIRecipe) -> Path:
+def main(recipe: NLIRecipe, callbacks: Sequence[TrainerCallback] = ()) -> Path:
+    """Baseline evaluation, training, fine-tuned evaluation and the report; returns the run directory."""
     state = PartialState()
     watch = Stopwatch()
     set_seed(recipe.seed)
@@ -72,6 +75,7 @@ def main(recipe: NLIRecipe) -> Path:
         say(f"Trainable parameters: {parameters['trainable']:,} of {parameters['total']:,} "
             f"({parameters['percent']:.4f}%), counted by {parameters['counting']}")
 
+    stop_on_signal = StopOnSignal()
     trainer = NLITrainer(
         model=model,
         args=training_arguments(recipe, str(run_dir / "checkpoints"), on_cpu=not torch.cuda.is_available()),
@@ -81,6 +85,7 @@ def main(recipe: NLIRecipe) -> Path:
         compute_metrics=accuracy_metric,
         label_ids=label_ids,
         scoring=recipe.label_scoring,
+        callbacks=[stop_on_signal, *callbacks],
     )
 
     test_split = recipe.test_split
@@ -89,7 +94,15 @@ def main(recipe: NLIRecipe) -> Path:
     say(f"Baseline {test_split} accuracy: {np.mean(baseline[0] == tokenized['test']['labels']):.1%}")
 
     with watch.phase("train"):
-        trainer.train(resume_from_checkpoint=get_last_checkpoint(str(run_dir / "checkpoints")))
+        try:
+            trainer.train(resume_from_checkpoint=get_last_checkpoint(str(run_dir / "checkpoints")))
+        finally:
+            stop_on_signal.restore()
+        if stop_on_signal.stopped_at_step is not None:
+            step = stop_on_signal.stopped_at_step
+            raise TrainingInterrupted(
+                f"Interrupted by {stop_on_signal.signal_name} at step {step}: checkpoint saved in "
+                f"{run_dir / 'checkpoints' / f'checkpoint-{step}'}; run the same command again to resume")
         trainer.save_model(str(run_dir / "adapter"))
 
     with watch.phase("finetuned_eval"):

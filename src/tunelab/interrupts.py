@@ -1,0 +1,58 @@
+"""Stop cleanly on SIGTERM, SIGINT or SIGUSR1: finish the step, save a checkpoint, exit 3.
+
+Slurm sends SIGUSR1 before a time limit (`--signal=B:USR1@300`) and SIGTERM on preemption;
+a user presses Ctrl-C. The signal only sets a flag; at the end of the current optimizer step
+every rank learns whether any rank was signalled (one tiny all-reduce), so all ranks save the
+same step and stop together. Running the same command again resumes from that checkpoint.
+A second Ctrl-C aborts at once.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import torch
+import torch.distributed as dist
+from transformers import TrainerCallback
+
+from tunelab.errors import TunelabError
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+INTERRUPTED_EXIT_CODE = 3
+
+
+class TrainingInterrupted(TunelabError):
+    """Training stopped on a signal after saving a checkpoint; the CLI exits with status 3."""
+
+
+class StopOnSignal(TrainerCallback):
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self.stopped_at_step: int | None = None
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
+
+    def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._any_rank_signalled(args.device):
+            self.signal_name = self.signal_name or "a signal on another rank"
+            self.stopped_at_step = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def _any_rank_signalled(self, device: torch.device) -> bool:
+        signalled = self.signal_name is not None
+        if not (dist.is_available() and dist.is_initialized()):
+            return signalled
+        flag = torch.tensor([int(signalled)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def restore(self) -> None:
+        """Put back the signal handlers that were there before training."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
