@@ -100,3 +100,15 @@ def test_errors_are_one_line_without_traceback(args, message, snli_dir, tmp_path
     assert f"tunelab: error: {message}" in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("tunelab: error")]
     assert len(error_lines) == 1
+
+
+def test_stages_run_separately(tiny_phi_dir, snli_dir, tmp_path):
+    argv = tiny_overrides(tiny_phi_dir, snli_dir, tmp_path, "--num_train_epochs", "1", "--load_in_4bit", "false")
+    with pytest.raises(TunelabError, match="run the train stage first"):
+        main(parse_recipe(RECIPE, [*argv, "--stages", "evaluate"]))
+    for stages in ("baseline", "train", "evaluate,report"):
+        run_dir = main(parse_recipe(RECIPE, [*argv, "--stages", stages]))
+    progress = json.loads((run_dir / "run_info.json").read_text())
+    assert {"load", "baseline_eval", "train", "finetuned_eval", "total"} <= set(progress["timings_s"])
+    assert progress["parameters"]["trainable"] > 0 and progress["train_rows"] == 60
+    assert (run_dir / "report" / "report.md").exists()

@@ -22,6 +22,7 @@ import yaml
 from tunelab.errors import TunelabError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+STAGES = ("baseline", "train", "evaluate", "report")
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -37,6 +38,7 @@ class Recipe:
     seed: int = 42
     report_to: str = "none"
     debug: bool = False
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
 
     # Model
     model_name_or_path: str = "smollm2-135m"
@@ -78,6 +80,9 @@ class Recipe:
         _require(SAFE_NAME.match(self.run_name) is not None,
                  f"run_name {self.run_name!r} must be a plain folder name (letters, digits, '.', '_', '-'; "
                  "no '/' or '..'): set --run_name to such a name")
+        unknown_stages = [stage for stage in self.stages if stage not in STAGES]
+        _require(not unknown_stages and self.stages,
+                 f"stages {unknown_stages or '[]'} not understood: choose from {', '.join(STAGES)}")
         _require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         _require(self.learning_rate > 0, f"learning_rate must be positive, not {self.learning_rate}")
         _require(self.lora_r >= 1, f"lora_r must be at least 1, not {self.lora_r}")
@@ -101,7 +106,7 @@ class NLIRecipe(Recipe):
     dataset_config: str | None = None
     train_split: str = "train"
     validation_split: str = "validation"
-    test_split: str = "test"
+    test_splits: list[str] = field(default_factory=lambda: ["test"])
     # Every `stride`-th row after dropping rows without a gold label, then at most `size` rows.
     train_stride: int = 1
     train_size: int | None = None
@@ -147,7 +152,7 @@ def parse_recipe(defaults: Recipe, argv: list[str]) -> Recipe:
 def recipe_to_dict(recipe: Recipe) -> dict:
     """The resolved recipe as plain data, ready for YAML (run-control flags left out)."""
     data = dataclasses.asdict(recipe)
-    for run_control in ("overwrite", "debug"):
+    for run_control in ("overwrite", "debug", "stages"):
         data.pop(run_control)
     return data
 

@@ -14,6 +14,7 @@ the Hub's integer labels (0 entailment, 1 neutral, 2 contradiction) and SNLI's o
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections.abc import Iterable
@@ -37,7 +38,7 @@ def format_prompt(premise: str, hypothesis: str) -> str:
 
 def load_nli_split(recipe: NLIRecipe, split: str) -> list[dict]:
     """One split of the recipe's dataset, normalised, filtered and subset by stride and size."""
-    role = {recipe.train_split: "train", recipe.validation_split: "validation", recipe.test_split: "test"}[split]
+    role = "train" if split == recipe.train_split else "validation" if split == recipe.validation_split else "test"
     rows = normalise_rows(_read_split(recipe.dataset, recipe.dataset_config, split), source=f"{recipe.dataset}:{split}")
     subset = subset_rows(rows, getattr(recipe, f"{role}_stride"), getattr(recipe, f"{role}_size"))
     if not subset:
@@ -101,6 +102,11 @@ def read_jsonl(path: Path) -> list[dict]:
     except UnicodeDecodeError as error:
         raise TunelabError(f"{path} is not valid UTF-8 (byte {error.start}): re-encode the file as UTF-8") from None
     return rows
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def _load_from_hub(dataset: str, config: str | None, split: str) -> Dataset:

@@ -1,14 +1,16 @@
 """The NLI recipe pipeline: baseline evaluation, LoRA fine-tuning, evaluation, report.
 
 `run(RECIPE)` is what a recipe file calls; it works the same under `python`, `accelerate
-launch` with one or many processes, and Slurm. Everything a run writes goes under its run
-directory (`output_dir/run_name`):
+launch` with one or many processes, and Slurm. The four stages run in order in one process
+by default; `--stages train` (etc.) runs a subset, so `launch/pipeline.sh` can run each stage
+as its own job. Everything a run writes goes under its run directory (`output_dir/run_name`):
 
     config.yaml                 the resolved recipe
     checkpoints/checkpoint-N/   one per epoch (resumed automatically when the run restarts)
     adapter/                    the final LoRA adapter (safetensors)
     eval/<split>/{baseline,finetuned}/metrics.json and predictions.csv
     eval/<split>/predictions.csv   both models side by side
+    progress.json               parameters, row counts, timings and memory, updated by each stage
     train_log.json, run_info.json  (run_info.json last: its presence marks a finished run)
     report/report.{md,html,pdf} and plots
 """
@@ -17,25 +19,32 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sys
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 from accelerate import PartialState
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file
 from transformers import TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from tunelab.config import NLI_LABELS, NLIRecipe, parse_recipe, recipe_to_dict
-from tunelab.data import load_nli_split, tokenize_rows
+from tunelab.data import load_nli_split, read_csv, tokenize_rows
+from tunelab.errors import TunelabError
 from tunelab.interrupts import StopOnSignal, TrainingInterrupted
 from tunelab.metrics import classification_metrics
 from tunelab.models import load_model, load_tokenizer, parameter_counts
 from tunelab.monitoring import Stopwatch, hardware_info, peak_memory, software_versions
 from tunelab.rundir import atomic_write_json, atomic_write_text, prepare_run_dir
 from tunelab.trainer import NLICollator, NLITrainer, accuracy_metric, label_token_ids, training_arguments
+
+MODELS = ("baseline", "finetuned")
 
 
 def run(defaults: NLIRecipe, argv: list[str] | None = None) -> None:
@@ -48,115 +57,233 @@ def run(defaults: NLIRecipe, argv: list[str] | None = None) -> None:
 
 
 def main(recipe: NLIRecipe, callbacks: Sequence[TrainerCallback] = ()) -> Path:
-    """Baseline evaluation, training, fine-tuned evaluation and the report; returns the run directory."""
-    state = PartialState()
-    watch = Stopwatch()
+    """Run the recipe's stages in order; returns the run directory."""
     set_seed(recipe.seed)
-    run_dir = recipe.run_dir
-    if state.is_main_process:
-        resuming = prepare_run_dir(run_dir, recipe.overwrite)
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
-        say(f"{'Resuming' if resuming else 'Starting'} {recipe.run_name} in {run_dir}")
-    state.wait_for_everyone()
+    run = NLIRun(recipe, callbacks)
+    if "baseline" in recipe.stages:
+        evaluate_baseline(run)
+    if "train" in recipe.stages:
+        train(run)
+    if "evaluate" in recipe.stages:
+        evaluate_finetuned(run)
+    if "report" in recipe.stages:
+        write_run_report(run)
+    run.state.wait_for_everyone()
+    return run.dir
 
-    with watch.phase("load"):
-        splits = {role: load_nli_split(recipe, getattr(recipe, f"{role}_split"))
-                  for role in ("train", "validation", "test")}
-        tokenizer = load_tokenizer(recipe)
-        label_ids = label_token_ids(tokenizer, recipe.label_words, recipe.label_scoring)
-        reserve = max(len(ids) for ids in label_ids) if recipe.label_scoring == "sequence" else 1
-        tokenized = {}
-        for role, rows in splits.items():
-            tokenized[role], truncated = tokenize_rows(rows, tokenizer, recipe.max_length, reserve)
-            if truncated:
-                say(f"{role}: {truncated} of {len(rows)} premises truncated to fit max_length={recipe.max_length}")
-        model = load_model(recipe)
-        parameters = parameter_counts(model)
-        say(f"Trainable parameters: {parameters['trainable']:,} of {parameters['total']:,} "
-            f"({parameters['percent']:.4f}%), counted by {parameters['counting']}")
 
-    stop_on_signal = StopOnSignal()
-    trainer = NLITrainer(
-        model=model,
-        args=training_arguments(recipe, str(run_dir / "checkpoints"), on_cpu=not torch.cuda.is_available()),
-        train_dataset=tokenized["train"],
-        eval_dataset=tokenized["validation"],
-        data_collator=NLICollator(tokenizer.pad_token_id, label_ids, recipe.label_scoring),
-        compute_metrics=accuracy_metric,
-        label_ids=label_ids,
-        scoring=recipe.label_scoring,
-        callbacks=[stop_on_signal, *callbacks],
-    )
+# ---------------------------------------------------------------------------- stages
 
-    test_split = recipe.test_split
-    with watch.phase("baseline_eval"), model.disable_adapter():
-        baseline = predict(trainer, tokenized["test"])
-    say(f"Baseline {test_split} accuracy: {np.mean(baseline[0] == tokenized['test']['labels']):.1%}")
+def evaluate_baseline(run: NLIRun) -> None:
+    """Score the pretrained model (LoRA disabled) on every test split."""
+    for split in run.recipe.test_splits:
+        if (run.eval_dir(split) / "baseline" / "metrics.json").exists():
+            say(f"Baseline on {split} already evaluated: reusing it")
+            continue
+        trainer = run.trainer
+        with run.watch.phase("baseline_eval"), run.model.disable_adapter():
+            predictions = predict(trainer, run.tokenized(split))
+        run.save_predictions(split, "baseline", predictions)
+    run.save_progress()
 
-    with watch.phase("train"):
+
+def train(run: NLIRun) -> None:
+    """LoRA fine-tuning, resuming from the last checkpoint; stops with a checkpoint on a signal."""
+    checkpoint = get_last_checkpoint(str(run.dir / "checkpoints")) if (run.dir / "checkpoints").exists() else None
+    if checkpoint:
+        say(f"Resuming training from {checkpoint}")
+    with run.watch.phase("train"):
         try:
-            trainer.train(resume_from_checkpoint=get_last_checkpoint(str(run_dir / "checkpoints")))
+            run.trainer.train(resume_from_checkpoint=checkpoint)
         finally:
-            stop_on_signal.restore()
-        if stop_on_signal.stopped_at_step is not None:
-            step = stop_on_signal.stopped_at_step
+            run.stop_on_signal.restore()
+        if run.stop_on_signal.stopped_at_step is not None:
+            run.save_progress()
+            step = run.stop_on_signal.stopped_at_step
             raise TrainingInterrupted(
-                f"Interrupted by {stop_on_signal.signal_name} at step {step}: checkpoint saved in "
-                f"{run_dir / 'checkpoints' / f'checkpoint-{step}'}; run the same command again to resume")
-        trainer.save_model(str(run_dir / "adapter"))
-
-    with watch.phase("finetuned_eval"):
-        finetuned = predict(trainer, tokenized["test"])
-
-    if state.is_main_process:
-        write_evaluation(run_dir / "eval" / test_split, splits["test"], baseline, finetuned)
-        atomic_write_json(run_dir / "train_log.json", trainer.state.log_history)
-        atomic_write_json(run_dir / "run_info.json", {
-            "recipe": recipe.run_name,
-            "model": recipe.model_name_or_path,
-            "dataset": recipe.dataset,
-            "parameters": parameters,
-            "timings_s": watch.total(),
-            "memory": peak_memory(),
-            "hardware": hardware_info(state.num_processes),
-            "software": software_versions(),
-            "train_rows": len(splits["train"]),
-            "eval_rows": {test_split: len(splits["test"])},
-        })
-        from tunelab.report import write_report
-
-        report = write_report(run_dir)
-        base_acc = np.mean(baseline[0] == tokenized["test"]["labels"])
-        tuned_acc = np.mean(finetuned[0] == tokenized["test"]["labels"])
-        say(f"{test_split} accuracy: baseline {base_acc:.1%} -> fine-tuned {tuned_acc:.1%} "
-            f"({100 * (tuned_acc - base_acc):+.1f} points)")
-        say(f"Report: {report}")
-    state.wait_for_everyone()
-    return run_dir
+                f"Interrupted by {run.stop_on_signal.signal_name} at step {step}: checkpoint saved in "
+                f"{run.dir / 'checkpoints' / f'checkpoint-{step}'}; run the same command again to resume")
+        run.trainer.save_model(str(run.dir / "adapter"))
+    run.adapter_ready = True
+    if run.state.is_main_process:
+        atomic_write_json(run.dir / "train_log.json", run.trainer.state.log_history)
+    run.save_progress()
 
 
-def predict(trainer: NLITrainer, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted class index and the 3-way probabilities for every row."""
+def evaluate_finetuned(run: NLIRun) -> None:
+    """Score the fine-tuned adapter on every test split."""
+    run.load_saved_adapter()
+    for split in run.recipe.test_splits:
+        with run.watch.phase("finetuned_eval"):
+            predictions = predict(run.trainer, run.tokenized(split))
+        run.save_predictions(split, "finetuned", predictions)
+    run.save_progress()
+
+
+def write_run_report(run: NLIRun) -> None:
+    """Both models side by side, run_info.json (which marks the run finished) and the report."""
+    if not run.state.is_main_process:
+        return
+    from tunelab.report import write_report
+
+    for split in run.recipe.test_splits:
+        write_side_by_side(run.eval_dir(split))
+    progress = run.save_progress()
+    atomic_write_json(run.dir / "run_info.json", {
+        "recipe": run.recipe.run_name,
+        "model": run.recipe.model_name_or_path,
+        "dataset": run.recipe.dataset,
+        **progress,
+        "hardware": hardware_info(run.state.num_processes),
+        "software": software_versions(),
+    })
+    report = write_report(run.dir)
+    for split in run.recipe.test_splits:
+        before, after = (json.loads((run.eval_dir(split) / m / "metrics.json").read_text())["accuracy"] for m in MODELS)
+        say(f"{split} accuracy: baseline {before:.1%} -> fine-tuned {after:.1%} ({100 * (after - before):+.1f} points)")
+    say(f"Report: {report}")
+
+
+# ---------------------------------------------------------------------------- the run
+
+class NLIRun:
+    """One run directory plus what its stages share, each piece loaded on first use."""
+
+    def __init__(self, recipe: NLIRecipe, callbacks: Sequence[TrainerCallback]):
+        self.recipe = recipe
+        self.callbacks = list(callbacks)
+        self.state = PartialState()
+        self.dir = recipe.run_dir
+        self.watch = Stopwatch()
+        self.adapter_ready = False
+        self._tokenized: dict[str, object] = {}
+        if self.state.is_main_process:
+            resuming = prepare_run_dir(self.dir, recipe.overwrite)
+            atomic_write_text(self.dir / "config.yaml", yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+            say(f"{'Resuming' if resuming else 'Starting'} {recipe.run_name} in {self.dir}")
+        self.state.wait_for_everyone()
+
+    def eval_dir(self, split: str) -> Path:
+        return self.dir / "eval" / split
+
+    @cached_property
+    def tokenizer(self):
+        with self.watch.phase("load"):
+            return load_tokenizer(self.recipe)
+
+    @cached_property
+    def label_ids(self) -> list[list[int]]:
+        return label_token_ids(self.tokenizer, self.recipe.label_words, self.recipe.label_scoring)
+
+    @cached_property
+    def rows(self) -> dict[str, list[dict]]:
+        with self.watch.phase("load"):
+            splits = [self.recipe.train_split, self.recipe.validation_split, *self.recipe.test_splits]
+            return {split: load_nli_split(self.recipe, split) for split in splits}
+
+    def tokenized(self, split: str):
+        if split not in self._tokenized:
+            reserve = max(map(len, self.label_ids)) if self.recipe.label_scoring == "sequence" else 1
+            rows = self.rows[split]
+            self._tokenized[split], truncated = tokenize_rows(rows, self.tokenizer, self.recipe.max_length, reserve)
+            if truncated:
+                say(f"{split}: {truncated} of {len(rows)} premises truncated to fit max_length={self.recipe.max_length}")
+        return self._tokenized[split]
+
+    @cached_property
+    def model(self):
+        with self.watch.phase("load"):
+            model = load_model(self.recipe)
+        counts = parameter_counts(model)
+        say(f"Trainable parameters: {counts['trainable']:,} of {counts['total']:,} ({counts['percent']:.4f}%), "
+            f"counted by {counts['counting']}")
+        return model
+
+    @cached_property
+    def stop_on_signal(self) -> StopOnSignal:
+        return StopOnSignal()
+
+    @cached_property
+    def trainer(self) -> NLITrainer:
+        """The trainer; data is loaded before the model, so bad data fails before a long model load."""
+        train_dataset = self.tokenized(self.recipe.train_split)
+        eval_dataset = self.tokenized(self.recipe.validation_split)
+        on_cpu = not torch.cuda.is_available()
+        return NLITrainer(
+            model=self.model,
+            args=training_arguments(self.recipe, str(self.dir / "checkpoints"), on_cpu=on_cpu),
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            data_collator=NLICollator(self.tokenizer.pad_token_id, self.label_ids, self.recipe.label_scoring),
+            compute_metrics=accuracy_metric,
+            label_ids=self.label_ids,
+            scoring=self.recipe.label_scoring,
+            callbacks=[self.stop_on_signal, *self.callbacks],
+        )
+
+    def load_saved_adapter(self) -> None:
+        """Put the saved adapter's weights into the model, unless this process just trained them."""
+        if self.adapter_ready:
+            return
+        weights = self.dir / "adapter" / "adapter_model.safetensors"
+        if not weights.exists():
+            raise TunelabError(f"{weights} does not exist: run the train stage first (--stages train)")
+        set_peft_model_state_dict(self.model, load_file(str(weights)))
+        self.adapter_ready = True
+
+    def save_predictions(self, split: str, model_name: str, predictions: np.ndarray) -> None:
+        """metrics.json and predictions.csv of one model on one split (main process only)."""
+        if not self.state.is_main_process:
+            return
+        rows = self.rows[split]
+        gold = [row["label"] for row in rows]
+        predicted = [NLI_LABELS[i] for i in predictions.argmax(-1)]
+        folder = self.eval_dir(split) / model_name
+        atomic_write_json(folder / "metrics.json", classification_metrics(gold, predicted, NLI_LABELS))
+        atomic_write_text(folder / "predictions.csv", to_csv([
+            {"premise": row["premise"], "hypothesis": row["hypothesis"], "gold": row["label"], "pred": label,
+             **{f"p_{name}": round(float(p), 4) for name, p in zip(NLI_LABELS, probs)}}
+            for row, label, probs in zip(rows, predicted, predictions)
+        ]))
+
+    def save_progress(self) -> dict:
+        """Merge this process's figures into progress.json: timings add up over restarts and stages."""
+        path = self.dir / "progress.json"
+        progress = json.loads(path.read_text()) if path.exists() else {"timings_s": {}}
+        for phase, seconds in self.watch.seconds.items():
+            progress["timings_s"][phase] = progress["timings_s"].get(phase, 0.0) + seconds
+        self.watch.seconds.clear()
+        progress["timings_s"]["total"] = sum(v for k, v in progress["timings_s"].items() if k != "total")
+        if "model" in self.__dict__:
+            progress["parameters"] = parameter_counts(self.model)
+        if "rows" in self.__dict__:
+            progress["train_rows"] = len(self.rows[self.recipe.train_split])
+            progress["eval_rows"] = {split: len(self.rows[split]) for split in self.recipe.test_splits}
+        memory = peak_memory()
+        if memory["peak_bytes"] > progress.get("memory", {}).get("peak_bytes", 0):
+            progress["memory"] = memory
+        if self.state.is_main_process:
+            atomic_write_json(path, progress)
+        return progress
+
+
+def predict(trainer: NLITrainer, dataset) -> np.ndarray:
+    """The 3-way label probabilities for every row (gathered from all processes)."""
     scores = trainer.predict(dataset).predictions
-    probabilities = torch.from_numpy(scores).float().softmax(-1).numpy()
-    return probabilities.argmax(-1), probabilities
+    return torch.from_numpy(scores).float().softmax(-1).numpy()
 
 
-def write_evaluation(folder: Path, rows: list[dict], baseline, finetuned) -> None:
-    """Metrics and predictions of each model, and both models' predictions side by side."""
-    gold = [row["label"] for row in rows]
-    side_by_side = [{"premise": row["premise"], "hypothesis": row["hypothesis"], "gold": row["label"]} for row in rows]
-    for name, (predicted, probabilities) in (("baseline", baseline), ("finetuned", finetuned)):
-        names = [NLI_LABELS[i] for i in predicted]
-        atomic_write_json(folder / name / "metrics.json", classification_metrics(gold, names, NLI_LABELS))
-        per_model = []
-        for row, label, probs in zip(side_by_side, names, probabilities):
-            row[f"{name}_pred"] = label
-            row[f"{name}_prob"] = round(float(probs.max()), 4)
-            per_model.append({"premise": row["premise"], "hypothesis": row["hypothesis"], "gold": row["gold"],
-                              "pred": label, **{f"p_{l}": round(float(p), 4) for l, p in zip(NLI_LABELS, probs)}})
-        atomic_write_text(folder / name / "predictions.csv", to_csv(per_model))
-    atomic_write_text(folder / "predictions.csv", to_csv(side_by_side))
+def write_side_by_side(folder: Path) -> None:
+    """eval/<split>/predictions.csv: premise, hypothesis, gold and each model's prediction and probability."""
+    per_model = {name: read_csv(folder / name / "predictions.csv") for name in MODELS}
+    rows = []
+    for baseline, finetuned in zip(per_model["baseline"], per_model["finetuned"], strict=True):
+        row = {"premise": baseline["premise"], "hypothesis": baseline["hypothesis"], "gold": baseline["gold"]}
+        for name, prediction in (("baseline", baseline), ("finetuned", finetuned)):
+            row[f"{name}_pred"] = prediction["pred"]
+            row[f"{name}_prob"] = prediction[f"p_{prediction['pred']}"]
+        rows.append(row)
+    atomic_write_text(folder / "predictions.csv", to_csv(rows))
 
 
 def to_csv(rows: list[dict]) -> str:
