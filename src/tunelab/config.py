@@ -38,7 +38,9 @@ class Recipe:
     seed: int = 42
     report_to: str = "none"
     debug: bool = False
+    dry_run: bool = False  # print the resolved plan (tunelab plan) instead of running
     stages: list[str] = field(default_factory=lambda: list(STAGES))
+    profile: str = "none"  # a hardware profile (tunelab.profiles), "auto", or none to keep the recipe as written
 
     # Model
     model_name_or_path: str = "smollm2-135m"
@@ -146,13 +148,18 @@ def parse_recipe(defaults: Recipe, argv: list[str]) -> Recipe:
     if config_file is not None:
         values.update(_coerce_all(defaults, _read_yaml(config_file), source=config_file))
     values.update(_coerce_all(defaults, overrides, source="the command line"))
-    return dataclasses.replace(defaults, **values)
+    recipe = dataclasses.replace(defaults, **values)
+    if recipe.profile != "none":
+        from tunelab.profiles import resolve_profile
+
+        recipe = resolve_profile(recipe, explicit=set(values))
+    return recipe
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:
     """The resolved recipe as plain data, ready for YAML (run-control flags left out)."""
     data = dataclasses.asdict(recipe)
-    for run_control in ("overwrite", "debug", "stages"):
+    for run_control in ("overwrite", "debug", "stages", "dry_run"):
         data.pop(run_control)
     return data
 

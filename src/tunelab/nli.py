@@ -58,6 +58,9 @@ def run(defaults: NLIRecipe, argv: list[str] | None = None) -> None:
 
 def main(recipe: NLIRecipe, callbacks: Sequence[TrainerCallback] = ()) -> Path:
     """Run the recipe's stages in order; returns the run directory."""
+    if recipe.dry_run:
+        print_plan(recipe)
+        return recipe.run_dir
     set_seed(recipe.seed)
     run = NLIRun(recipe, callbacks)
     if "baseline" in recipe.stages:
@@ -265,6 +268,15 @@ class NLIRun:
         if self.state.is_main_process:
             atomic_write_json(path, progress)
         return progress
+
+
+def print_plan(recipe: NLIRecipe) -> None:
+    from tunelab.plan import build_plan, format_plan
+
+    local_data = recipe.dataset == "starter" or Path(recipe.dataset).expanduser().exists()
+    train_rows = len(load_nli_split(recipe, recipe.train_split)) if local_data else recipe.train_size
+    world_size = PartialState().num_processes
+    say(format_plan(build_plan(recipe, world_size=world_size, train_rows=train_rows)))
 
 
 def predict(trainer: NLITrainer, dataset) -> np.ndarray:

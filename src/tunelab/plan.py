@@ -1,0 +1,129 @@
+"""The resolved run plan, printed without training (`--dry_run` or `tunelab plan`).
+
+Shows the profile and processes, the effective batch and how it is made up, the steps, the
+precision, and a rough peak-memory estimate per device from the model's architecture,
+instantiated on PyTorch's meta device (no weights are loaded or downloaded).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.pytorch_utils import Conv1D
+
+from tunelab.config import NLIRecipe
+from tunelab.models import compute_dtype
+
+TYPICAL_TOKENS = 128  # an NLI prompt is 40-120 tokens; the estimate assumes this many per example
+MEMORY_CLASSES_GIB = (8, 16, 24, 40, 48, 80)
+KNOWN_HUB_CONFIGS = {"microsoft/phi-2": "phi-2", "gpt2-large": "gpt2-large", "openai-community/gpt2-large": "gpt2-large"}
+
+
+def build_plan(recipe: NLIRecipe, world_size: int = 1, train_rows: int | None = None) -> dict:
+    per_step = recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps * world_size
+    plan = {
+        "run_dir": str(recipe.run_dir),
+        "profile": recipe.profile,
+        "processes": world_size,
+        "per_device_train_batch_size": recipe.per_device_train_batch_size,
+        "gradient_accumulation_steps": recipe.gradient_accumulation_steps,
+        "effective_batch": per_step,
+        "precision": str(compute_dtype(recipe.precision)).removeprefix("torch."),
+        "gradient_checkpointing": recipe.gradient_checkpointing,
+        "load_in_4bit": recipe.load_in_4bit,
+        "train_rows": train_rows,
+        "optimizer_steps": optimizer_steps(recipe, train_rows, world_size),
+    }
+    plan["memory"] = estimate_memory(recipe)
+    return plan
+
+
+def optimizer_steps(recipe: NLIRecipe, train_rows: int | None, world_size: int) -> int | None:
+    if recipe.max_steps > 0:
+        return recipe.max_steps
+    if train_rows is None:
+        return None
+    batches = math.ceil(train_rows / (recipe.per_device_train_batch_size * world_size))
+    return math.ceil(recipe.num_train_epochs * math.ceil(batches / recipe.gradient_accumulation_steps))
+
+
+def estimate_memory(recipe: NLIRecipe) -> dict | None:
+    """Rough peak memory per device: weights + LoRA training state + activations."""
+    config = _model_config(recipe.model_name_or_path)
+    if config is None:
+        return None
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    dtype_bytes = torch.finfo(compute_dtype(recipe.precision)).bits / 8
+    embeddings = {id(p): p.numel() for m in (model.get_input_embeddings(), model.get_output_embeddings())
+                  for p in m.parameters()}
+    total = sum(p.numel() for p in model.parameters())
+    embedding_total = sum(embeddings.values())
+    weight_bytes_per_param = 0.5625 if recipe.load_in_4bit else dtype_bytes  # nf4 + double-quantized scales
+    weights = (total - embedding_total) * weight_bytes_per_param + embedding_total * dtype_bytes
+    lora = _lora_parameters(model, recipe.lora_target_modules, recipe.lora_r)
+    training_state = lora * 16  # fp32 weights, gradients and two Adam moments
+    hidden, layers = config.get_text_config().hidden_size, config.get_text_config().num_hidden_layers
+    tokens = recipe.per_device_train_batch_size * min(TYPICAL_TOKENS, recipe.max_length)
+    per_token_per_layer = 2 if recipe.gradient_checkpointing else 34  # bytes per hidden unit (Korthikanti et al.)
+    activations = tokens * hidden * layers * per_token_per_layer * dtype_bytes / 2
+    peak = weights + training_state + activations
+    return {
+        "parameters": total,
+        "lora_parameters": lora,
+        "weights_gib": weights / 2**30,
+        "training_state_gib": training_state / 2**30,
+        "activations_gib": activations / 2**30,
+        "peak_gib": peak / 2**30,
+        "memory_class": next((f"fits {c} GiB" for c in MEMORY_CLASSES_GIB if peak / 2**30 < 0.9 * c),
+                             f"more than {MEMORY_CLASSES_GIB[-1]} GiB"),
+    }
+
+
+def _lora_parameters(model: torch.nn.Module, targets: list[str], rank: int) -> int:
+    count = 0
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] not in targets:
+            continue
+        if isinstance(module, torch.nn.Linear):
+            count += rank * (module.in_features + module.out_features)
+        elif isinstance(module, Conv1D):
+            count += rank * sum(module.weight.shape)
+    return count
+
+
+def _model_config(name_or_path: str):
+    from tunelab.models import resolve_model_path
+    from tunelab.tiny_models import published_config
+
+    try:
+        return AutoConfig.from_pretrained(resolve_model_path(name_or_path), local_files_only=True)
+    except Exception:  # offline, or no such model: fall back to the published configs we ship
+        known = KNOWN_HUB_CONFIGS.get(name_or_path)
+        return published_config(known) if known else None
+
+
+def format_plan(plan: dict) -> str:
+    steps = plan["optimizer_steps"]
+    rows = plan["train_rows"]
+    lines = [
+        f"Run plan for {plan['run_dir']} (profile {plan['profile']}, {plan['processes']} process(es))",
+        f"  effective batch {plan['effective_batch']} = per-device {plan['per_device_train_batch_size']} × "
+        f"accumulation {plan['gradient_accumulation_steps']} × {plan['processes']} process(es)",
+        f"  training rows: {rows if rows is not None else 'unknown until the data loads'}; "
+        f"optimizer steps: {steps if steps is not None else 'unknown'}",
+        f"  precision {plan['precision']}, 4-bit weights {'on' if plan['load_in_4bit'] else 'off'}, "
+        f"gradient checkpointing {'on' if plan['gradient_checkpointing'] else 'off'}",
+    ]
+    memory = plan["memory"]
+    if memory is None:
+        lines.append("  memory: unknown (model config not available offline)")
+    else:
+        lines.append(
+            f"  expected peak memory per device ≈ {memory['peak_gib']:.1f} GiB ({memory['memory_class']}): "
+            f"weights {memory['weights_gib']:.1f}, LoRA training state {memory['training_state_gib']:.2f}, "
+            f"activations {memory['activations_gib']:.1f} at {TYPICAL_TOKENS} tokens per example; "
+            f"{memory['parameters']:,} parameters, {memory['lora_parameters']:,} in LoRA")
+    return "\n".join(lines)

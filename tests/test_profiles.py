@@ -1,0 +1,127 @@
+"""Hardware profiles, NVML detection through a stand-in, and the printed run plan."""
+
+import pytest
+
+from tunelab.config import NLIRecipe, parse_recipe
+from tunelab.errors import TunelabError
+from tunelab.nli import main
+from tunelab.plan import build_plan
+from tunelab.profiles import Gpu, auto_profile, detect_gpus, resolve_profile
+
+RECIPE = NLIRecipe(run_name="demo", per_device_train_batch_size=8, gradient_accumulation_steps=1)
+
+
+class FakeNVML:
+    """NVML's interface (the calls tunelab makes) over a list of (name, GiB, compute major) devices."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, devices, fail_init=False):
+        self.devices, self.fail_init, self.shut_down = devices, fail_init, False
+
+    def nvmlInit(self):
+        if self.fail_init:
+            raise self.NVMLError("Driver Not Loaded")
+
+    def nvmlShutdown(self):
+        self.shut_down = True
+
+    def nvmlDeviceGetCount(self):
+        return len(self.devices)
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return self.devices[index]
+
+    def nvmlDeviceGetName(self, handle):
+        return handle[0].encode()
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return type("Memory", (), {"total": handle[1] * 2**30})()
+
+    def nvmlDeviceGetCudaComputeCapability(self, handle):
+        return handle[2], 0
+
+
+@pytest.mark.parametrize("devices, expected", [
+    ([], "cpu"),
+    ([("NVIDIA A40", 48, 8)], "a40"),
+    ([("NVIDIA H100 80GB HBM3", 80, 9)], "h100"),
+    ([("GRID V100DX-32C", 32, 7)], "vgpu36"),
+    ([("NVIDIA A100-SXM4-40GB", 40, 8)] * 4, "multi_gpu"),
+])
+def test_auto_profile_from_detected_gpus(devices, expected):
+    nvml = FakeNVML(devices)
+    profile, reason = auto_profile(detect_gpus(nvml))
+    assert profile.name == expected and reason
+    assert nvml.shut_down
+
+
+def test_no_driver_means_cpu():
+    assert detect_gpus(FakeNVML([], fail_init=True)) == []
+
+
+def test_real_nvml_on_this_machine_does_not_crash():
+    assert isinstance(detect_gpus(), list)
+
+
+@pytest.mark.parametrize("profile, world, batch, accumulation, precision", [
+    ("cpu", 1, 8, 1, "fp32"),
+    ("cpu_ddp", 2, 4, 1, "fp32"),
+    ("vgpu36", 1, 4, 2, "fp16"),
+    ("a40", 1, 8, 1, "bf16"),
+])
+def test_profiles_keep_the_effective_batch(profile, world, batch, accumulation, precision, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    gpus = [Gpu("NVIDIA A40", 48, True)]
+    recipe = resolve_profile(NLIRecipe(profile=profile), explicit=set(), gpus=gpus)
+    assert (recipe.per_device_train_batch_size, recipe.gradient_accumulation_steps) == (batch, accumulation)
+    assert recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps * world == 8
+    assert recipe.precision == precision
+
+
+def test_explicit_settings_win_over_the_profile(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    recipe = resolve_profile(NLIRecipe(profile="vgpu36", per_device_train_batch_size=2, precision="fp32"),
+                             explicit={"per_device_train_batch_size", "precision"},
+                             gpus=[Gpu("GRID A100-36C", 36, False)])
+    assert recipe.per_device_train_batch_size == 2 and recipe.gradient_accumulation_steps == 1
+    assert recipe.precision == "fp32" and recipe.gradient_checkpointing
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--profile", "a100"], "unknown hardware profile 'a100': choose one of cpu, cpu_ddp, a40"),
+    (["--profile", "a40"], "profile a40 needs a GPU but none is visible: use --profile cpu"),
+])
+def test_bad_profiles_are_clear(argv, message):
+    with pytest.raises(TunelabError) as error:
+        parse_recipe(RECIPE, argv)
+    assert message in str(error.value)
+
+
+def test_auto_on_this_machine_is_cpu(capsys):
+    recipe = parse_recipe(RECIPE, ["--profile", "auto"])
+    assert recipe.profile == "cpu" and recipe.precision == "fp32"
+    assert "profile auto -> cpu: no GPU visible" in capsys.readouterr().out
+
+
+def test_plan_for_phi2_offline_counts_the_real_architecture():
+    recipe = NLIRecipe(model_name_or_path="microsoft/phi-2", load_in_4bit=True, lora_r=32,
+                       lora_target_modules=["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2", "lm_head"],
+                       num_train_epochs=5, precision="bf16")
+    plan = build_plan(recipe, world_size=1, train_rows=1000)
+    assert plan["optimizer_steps"] == 625 and plan["effective_batch"] == 8
+    memory = plan["memory"]
+    assert memory["parameters"] == 2_779_683_840
+    # r × (in + out) per projection: 32 layers × (4 × 5120 + 2 × 12800) + lm_head (2560 + 51200)
+    assert memory["lora_parameters"] == 32 * (32 * (4 * 5120 + 2 * 12800) + 2560 + 51200)
+    assert 1.0 < memory["weights_gib"] < 2.5, "4-bit weights of a 2.8B model"
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tiny_phi_dir, snli_dir, tmp_path, capsys):
+    main(parse_recipe(RECIPE, ["--dry_run", "--model_name_or_path", str(tiny_phi_dir), "--dataset", str(snli_dir),
+                               "--output_dir", str(tmp_path), "--lora_target_modules", "q_proj,fc1"]))
+    out = capsys.readouterr().out
+    assert "effective batch 8 = per-device 8 × accumulation 1 × 1 process(es)" in out
+    assert "training rows: 60; optimizer steps: 24" in out
+    assert not any(tmp_path.iterdir())
