@@ -40,6 +40,13 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a recipe file: tunelab run recipes/phi2_snli.py [--field value ...]")
     run.add_argument("recipe")
+    launch = commands.add_parser("launch", help="accelerate launch a recipe with a hardware profile's config: "
+                                                "tunelab launch RECIPE [--profile auto|cpu|a40|...] [--field value ...]")
+    launch.add_argument("recipe")
+    plan = commands.add_parser("plan", help="print the resolved run plan without training")
+    plan.add_argument("recipe")
+    run_dir = commands.add_parser("run-dir", help="print the run directory a recipe with these settings writes to")
+    run_dir.add_argument("recipe")
     report = commands.add_parser("report", help="rebuild the report of a run directory")
     report.add_argument("run_dir")
     embedded = commands.add_parser("prepare-embedded", help="convert the offline default model once (smollm2-135m)")
@@ -47,9 +54,16 @@ def main(argv: list[str] | None = None) -> None:
     args, rest = parser.parse_known_args(argv)
 
     with exit_on_error(debug="--debug" in rest):
-        if args.command == "run":
-            sys.argv = [args.recipe, *rest]
+        if args.command in ("run", "plan"):
+            sys.argv = [args.recipe, *rest, *(["--dry_run"] if args.command == "plan" else [])]
             runpy.run_path(args.recipe, run_name="__main__")
+            return
+        if args.command == "launch":
+            from tunelab.launch import launch_recipe
+
+            launch_recipe(args.recipe, rest)
+        if args.command == "run-dir":
+            print(load_recipe(args.recipe, rest).run_dir)
             return
         if rest:
             raise TunelabError(f"unexpected arguments {' '.join(rest)} for 'tunelab {args.command}'")
@@ -61,6 +75,15 @@ def main(argv: list[str] | None = None) -> None:
             from tunelab.embedded import embedded_model_path
 
             print(embedded_model_path(args.name))
+
+
+def load_recipe(path: str, argv: list[str]):
+    """The RECIPE a recipe file defines, with command-line settings applied."""
+    from tunelab.config import parse_recipe
+
+    if not os.path.isfile(path):
+        raise TunelabError(f"recipe file {path} does not exist: see recipes/ for the recipes")
+    return parse_recipe(runpy.run_path(path)["RECIPE"], argv)
 
 
 if __name__ == "__main__":
