@@ -1,16 +1,28 @@
-"""The run directory: atomic writes, refusing to clobber a finished run, finding the last checkpoint."""
+"""The run directory: atomic writes, one run at a time, never clobbering a finished run,
+and resuming only from checkpoints that were completely written."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import re
 import shutil
+import socket
+import sys
 import tempfile
+import time
 from pathlib import Path
+
+from accelerate import PartialState
+from transformers import TrainerCallback
 
 from tunelab.errors import TunelabError
 
 FINISHED_MARKER = "run_info.json"
+LOCK_FILE = ".lock"
+CHECKPOINT_COMPLETE = "tunelab_checkpoint_complete.json"
+CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -33,13 +45,108 @@ def atomic_write_json(path: Path, data: object) -> None:
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> bool:
-    """Create the run directory; refuse a finished run unless `overwrite`. Returns True when resuming."""
+    """Refuse a finished run unless `overwrite` (then empty it). Returns True when resuming.
+
+    Call with the run's lock held, so an --overwrite never deletes a directory another run uses.
+    """
     finished = (run_dir / FINISHED_MARKER).exists()
     if finished and not overwrite:
         raise TunelabError(f"{run_dir} holds a finished run: choose another --run_name or --output_dir, "
                            "or pass --overwrite to replace it")
-    if finished:
-        shutil.rmtree(run_dir)
-    resuming = run_dir.exists() and any(run_dir.iterdir())
     run_dir.mkdir(parents=True, exist_ok=True)
-    return resuming
+    for child in run_dir.iterdir():
+        if finished and child.name != LOCK_FILE:
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    return any(child.name != LOCK_FILE for child in run_dir.iterdir())
+
+
+# ---------------------------------------------------------------------------- one run at a time
+
+def acquire_run_lock(run_dir: Path) -> None:
+    """Create RUN_DIR/.lock (host, pid, Slurm job), released at exit; a stale lock is replaced.
+
+    A lock is stale when its process is gone (same host) or when it belongs to this same Slurm
+    job (a requeued job restarting, possibly on another node).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / LOCK_FILE
+    owner = {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(lock)
+            if not _is_stale(holder):
+                raise TunelabError(
+                    f"{run_dir} is in use by pid {holder.get('pid')} on {holder.get('host')} "
+                    f"(since {holder.get('started')}): wait for that run to finish, choose another --run_name, "
+                    f"or delete {lock} if that process is gone") from None
+            print(f"[tunelab] removing stale lock {lock} (pid {holder.get('pid')} on {holder.get('host')})",
+                  file=sys.stderr, flush=True)
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            json.dump(owner, handle)
+        atexit.register(release_run_lock, run_dir)
+        return
+    raise TunelabError(f"could not lock {run_dir}: another run keeps taking {lock}")
+
+
+def release_run_lock(run_dir: Path) -> None:
+    lock = run_dir / LOCK_FILE
+    if _read_lock(lock).get("pid") == os.getpid():
+        lock.unlink(missing_ok=True)
+
+
+def _read_lock(lock: Path) -> dict:
+    try:
+        return json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _is_stale(holder: dict) -> bool:
+    if not holder:
+        return True  # unreadable: its writer died before finishing it
+    job = os.environ.get("SLURM_JOB_ID")
+    if job is not None and holder.get("slurm_job_id") == job:
+        return True
+    if holder.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, ValueError):
+        return False
+    return False
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+class MarkCheckpointComplete(TrainerCallback):
+    """After every rank has written a checkpoint, add a marker: only marked checkpoints are resumed."""
+
+    def on_save(self, args, state, control, **kwargs):
+        process = PartialState()
+        process.wait_for_everyone()
+        if process.is_main_process:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            atomic_write_json(folder / CHECKPOINT_COMPLETE, {"global_step": state.global_step})
+        return control
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint with its completion marker; incomplete ones are skipped with a warning."""
+    if not folder.is_dir():
+        return None
+    numbered = sorted(((int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_NAME.match(p.name))),
+                      reverse=True)
+    for _, checkpoint in numbered:
+        if (checkpoint / CHECKPOINT_COMPLETE).exists():
+            return str(checkpoint)
+        if PartialState().is_main_process:
+            print(f"[tunelab] warning: skipping {checkpoint}: it was not completely written "
+                  "(the run stopped while saving it)", file=sys.stderr, flush=True)
+    return None
