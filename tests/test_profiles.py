@@ -2,6 +2,7 @@
 
 import pytest
 
+from fake_gpu import FakeNVML
 from tunelab.config import NLIRecipe, parse_recipe
 from tunelab.errors import TunelabError
 from tunelab.nli import main
@@ -9,38 +10,6 @@ from tunelab.plan import build_plan
 from tunelab.profiles import Gpu, auto_profile, detect_gpus, resolve_profile
 
 RECIPE = NLIRecipe(run_name="demo", per_device_train_batch_size=8, gradient_accumulation_steps=1)
-
-
-class FakeNVML:
-    """NVML's interface (the calls tunelab makes) over a list of (name, GiB, compute major) devices."""
-
-    class NVMLError(Exception):
-        pass
-
-    def __init__(self, devices, fail_init=False):
-        self.devices, self.fail_init, self.shut_down = devices, fail_init, False
-
-    def nvmlInit(self):
-        if self.fail_init:
-            raise self.NVMLError("Driver Not Loaded")
-
-    def nvmlShutdown(self):
-        self.shut_down = True
-
-    def nvmlDeviceGetCount(self):
-        return len(self.devices)
-
-    def nvmlDeviceGetHandleByIndex(self, index):
-        return self.devices[index]
-
-    def nvmlDeviceGetName(self, handle):
-        return handle[0].encode()
-
-    def nvmlDeviceGetMemoryInfo(self, handle):
-        return type("Memory", (), {"total": handle[1] * 2**30})()
-
-    def nvmlDeviceGetCudaComputeCapability(self, handle):
-        return handle[2], 0
 
 
 @pytest.mark.parametrize("devices, expected", [

@@ -1,14 +1,19 @@
-"""What a run ran on and what it cost: hardware, software versions, wall time and peak memory."""
+"""What a run ran on and what it cost: hardware, software versions, wall time, memory and throughput."""
 
 from __future__ import annotations
 
+import json
+import os
 import platform
+import re
 import resource
 import time
 from contextlib import contextmanager
 from importlib import metadata
+from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes", "deepspeed",
              "scikit-learn", "wandb")
@@ -61,3 +66,447 @@ class Stopwatch:
 
     def total(self) -> dict[str, float]:
         return {**self.seconds, "total": time.perf_counter() - self._start}
+
+
+# ---------------------------------------------------------------------------- per-step monitoring
+#
+# `ResourceMonitor` is a Trainer callback. At every logging step each rank measures the devices it
+# uses: on a GPU, NVML's used and total memory and utilisation plus PyTorch's allocated, reserved
+# and peak allocated memory; on the CPU, the process's resident memory and its peak. With them go
+# the step time, samples/s, tokens/s (real tokens: the attention mask's ones, which the Trainer
+# counts with `include_num_input_tokens_seen="non_padding"`) and the model FLOPs utilisation.
+# Rank 0 gathers every rank's figures, adds them to the trainer's log (so every tracker and the
+# progress bar see them) and writes RUN_DIR/monitoring.json. Where NVML is missing (no driver) or
+# answers NotSupported (MIG slices, vGPUs), PyTorch's figures stand in and the run says so once.
+
+GIB = 2**30
+MONITORING_FILE = "monitoring.json"
+
+# Dense (no sparsity) peak tensor-core TFLOP/s from NVIDIA's datasheets, by the dtype of the matmuls.
+# The first pattern found in the device name wins; a MIG slice "MIG 3g.40gb" gets 3/7 of its GPU.
+PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
+    (r"H200.*NVL", {"bf16": 835, "fp16": 835, "tf32": 418, "fp32": 60}),
+    (r"H200", {"bf16": 989, "fp16": 989, "tf32": 495, "fp32": 67}),
+    (r"H100.*PCIe", {"bf16": 756, "fp16": 756, "tf32": 378, "fp32": 51}),
+    (r"H100.*NVL", {"bf16": 835, "fp16": 835, "tf32": 418, "fp32": 60}),
+    (r"H100", {"bf16": 989, "fp16": 989, "tf32": 495, "fp32": 67}),  # SXM
+    (r"A100", {"bf16": 312, "fp16": 312, "tf32": 156, "fp32": 19.5}),
+    (r"L40S", {"bf16": 362, "fp16": 362, "tf32": 183, "fp32": 91.6}),
+    (r"L40(?![0-9S])", {"bf16": 181, "fp16": 181, "tf32": 90.5, "fp32": 90.5}),
+    (r"A40(?![0-9])", {"bf16": 149.7, "fp16": 149.7, "tf32": 74.8, "fp32": 37.4}),
+    (r"A6000", {"bf16": 154.8, "fp16": 154.8, "tf32": 77.4, "fp32": 38.7}),
+    (r"A10(?![0-9G])", {"bf16": 125, "fp16": 125, "tf32": 62.5, "fp32": 31.2}),
+    (r"L4(?![0-9])", {"bf16": 121, "fp16": 121, "tf32": 60, "fp32": 30.3}),
+    (r"V100.*PCI", {"fp16": 112, "fp32": 14}),  # no bf16 before Ampere
+    (r"V100", {"fp16": 125, "fp32": 15.7}),
+    (r"T4(?![0-9])", {"fp16": 65, "fp32": 8.1}),
+)
+KNOWN_GPUS = "H200, H100 (SXM, PCIe, NVL), A100, L40S, L40, A40, RTX A6000, A10, L4, V100, T4"
+MIG_SLICES = 7  # compute slices of an A100/H100 in MIG mode
+
+
+def matmul_dtype_name(dtype: torch.dtype) -> str:
+    """bf16, fp16, or for float32 tf32 when PyTorch lets matmuls use TF32 tensor cores, else fp32."""
+    if dtype == torch.bfloat16:
+        return "bf16"
+    if dtype == torch.float16:
+        return "fp16"
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
+
+
+def peak_flops(device_name: str | None, dtype: torch.dtype) -> tuple[float | None, str]:
+    """The device's dense peak FLOP/s for matmuls in `dtype`, and what was assumed, in words (None: unknown)."""
+    if not device_name:
+        return None, "MFU omitted: no GPU (there is no peak FLOP/s to measure a CPU against)"
+    kind = matmul_dtype_name(dtype)
+    for pattern, peaks in PEAK_TFLOPS:
+        if re.search(pattern, device_name):
+            if kind not in peaks:
+                return None, f"MFU omitted: {device_name} has no {kind} tensor-core peak in tunelab's table"
+            mig = re.search(r"MIG (\d)g\.", device_name)
+            share = int(mig.group(1)) / MIG_SLICES if mig else 1.0
+            tflops = peaks[kind] * share
+            slice_note = f", {mig.group(1)}/{MIG_SLICES} of the GPU for its MIG slice" if mig else ""
+            cores = "CUDA cores, no tensor cores" if kind == "fp32" else "tensor cores"
+            return tflops * 1e12, (f"MFU assumes a peak of {tflops:.4g} TFLOP/s per device: {device_name}, dense "
+                                   f"{kind} on {cores}{slice_note}")
+    return None, f"MFU omitted: peak FLOP/s of {device_name!r} unknown (tunelab knows {KNOWN_GPUS})"
+
+
+def flops_per_token(model: torch.nn.Module, gradient_checkpointing: bool = False) -> tuple[float, str]:
+    """Training FLOPs per token of `model`, and how they were counted.
+
+    N counts the weights a token passes through: every parameter except the input (and position)
+    embeddings and the output head (the NLI trainer projects only the answer position to the
+    vocabulary). Of N, F are frozen and T trainable. Forward is 2N; backward is 2N for the
+    gradients of the activations plus 2T for the gradients of the trainable weights; gradient
+    checkpointing recomputes the forward (2N more). Full fine-tuning (F = 0) gives the usual 6N,
+    LoRA on a frozen base 4F + 6T. Attention scores (2 × layers × context × hidden per token) are
+    left out: small next to N at NLI prompt lengths.
+    """
+    frozen, trainable = non_embedding_parameters(model)
+    total = frozen + trainable
+    passes = 4 + (2 if gradient_checkpointing else 0)
+    flops = passes * total + 2 * trainable
+    recompute = " + 2N recomputation (gradient checkpointing)" if gradient_checkpointing else ""
+    return float(flops), (f"{flops:,.0f} FLOPs per real token = 4N{recompute} + 2T with N = {total:,} non-embedding "
+                          f"weights ({frozen:,} frozen, T = {trainable:,} trainable)")
+
+
+def non_embedding_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(frozen, trainable) parameters outside the embeddings and the output head; 4-bit weights count unpacked."""
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    excluded = {id(p) for module in model.modules() if isinstance(module, torch.nn.Embedding) or module is output
+                for p in module.parameters()}
+    frozen = trainable = 0
+    for parameter in model.parameters():
+        if id(parameter) in excluded:
+            continue
+        count = getattr(parameter, "ds_numel", None) or parameter.numel()  # ZeRO-3 shards report ds_numel
+        if type(parameter).__name__ == "Params4bit":  # two 4-bit values per byte of the storage dtype
+            count *= 2 * getattr(getattr(parameter, "quant_storage", None), "itemsize", 1)
+        if parameter.requires_grad:
+            trainable += count
+        else:
+            frozen += count
+    return frozen, trainable
+
+
+class DeviceProbe:
+    """Memory figures of this process's devices: NVML where it answers, PyTorch where it cannot.
+
+    `devices` are CUDA device indices (empty: the CPU). `nvml` is the pynvml module or a stand-in
+    with its interface; `cuda` is `torch.cuda` or a stand-in. Every problem is noted once in `notes`.
+    """
+
+    def __init__(self, devices: list[int], nvml=None, cuda=torch.cuda):
+        self.devices, self.cuda = list(devices), cuda
+        self.notes: list[str] = []
+        self._failed: set[tuple[str, int]] = set()
+        self.nvml, self.handles = self._open_nvml(nvml) if self.devices else (None, {})
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def device_name(self) -> str | None:
+        """The name of this process's first GPU (NVML's, else PyTorch's); None on the CPU."""
+        if not self.devices:
+            return None
+        device = self.devices[0]
+        name = self._query("name", device, self.nvml.nvmlDeviceGetName if self.nvml else None, quiet=True)
+        name = name.decode() if isinstance(name, bytes) else name
+        return name or self.cuda.get_device_name(device)
+
+    def sample(self) -> dict[str, dict[str, float]]:
+        """{"gpu0": {...}, ...} or {"cpu": {...}}: sizes in GiB, utilisation in percent."""
+        if not self.devices:
+            return {"cpu": _process_memory()}
+        return {f"gpu{device}": self._gpu(device) for device in self.devices}
+
+    def close(self) -> None:
+        if self.nvml is not None:
+            try:
+                self.nvml.nvmlShutdown()
+            except self.nvml.NVMLError:
+                pass
+            self.nvml = None
+
+    def _gpu(self, device: int) -> dict[str, float]:
+        cuda = self.cuda
+        figures = {"torch_alloc_gib": cuda.memory_allocated(device) / GIB,
+                   "torch_reserved_gib": cuda.memory_reserved(device) / GIB,
+                   "torch_peak_alloc_gib": cuda.max_memory_allocated(device) / GIB}
+        nvml = self.nvml
+        memory = self._query("memory", device, nvml.nvmlDeviceGetMemoryInfo if nvml else None)
+        if memory is not None:
+            figures["mem_used_gib"], figures["mem_total_gib"] = memory.used / GIB, memory.total / GIB
+        else:
+            figures["mem_used_gib"] = figures["torch_reserved_gib"]
+            figures["mem_total_gib"] = cuda.get_device_properties(device).total_memory / GIB
+        utilization = self._query("utilisation", device, nvml.nvmlDeviceGetUtilizationRates if nvml else None)
+        if utilization is not None:
+            figures["util_pct"] = float(utilization.gpu)
+        return {key: round(value, 4) for key, value in figures.items()}
+
+    def _query(self, what: str, device: int, call, quiet: bool = False):
+        """NVML's answer, or None once it has failed for this device (noted the first time)."""
+        handle = self.handles.get(device)
+        if call is None or handle is None or (what, device) in self._failed:
+            return None
+        try:
+            return call(handle)
+        except self.nvml.NVMLError as error:
+            self._failed.add((what, device))
+            if not quiet:
+                fallback = {"memory": "used memory is PyTorch's reserved memory (this process only, without the "
+                                      "CUDA context) and total memory PyTorch's device total",
+                            "utilisation": "utilisation is not reported"}[what]
+                self.note(f"NVML cannot report {what} of GPU {device} ({error}): {fallback}")
+            return None
+
+    def _open_nvml(self, nvml):
+        if nvml is None:
+            try:
+                import pynvml as nvml
+            except ImportError:
+                self.note("NVML unavailable (nvidia-ml-py is not installed): GPU memory from PyTorch only, "
+                          "no utilisation")
+                return None, {}
+        try:
+            nvml.nvmlInit()
+        except nvml.NVMLError as error:
+            self.note(f"NVML unavailable ({error}): GPU memory from PyTorch only, no utilisation")
+            return None, {}
+        handles = {}
+        for device in self.devices:
+            handle = _nvml_handle(nvml, self.cuda, device)
+            if handle is None:
+                self.note(f"NVML cannot find GPU {device}: its memory from PyTorch only, no utilisation")
+            else:
+                handles[device] = handle
+        return nvml, handles
+
+
+def _nvml_handle(nvml, cuda, device: int):
+    """NVML's handle for a CUDA device index: by UUID (right under any CUDA_VISIBLE_DEVICES), else by position."""
+    uuid = str(getattr(cuda.get_device_properties(device), "uuid", "") or "")
+    candidates = [uuid] if uuid.startswith(("GPU-", "MIG-")) else [f"GPU-{uuid}", f"MIG-{uuid}"] if uuid else []
+    visible = [entry.strip() for entry in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if entry.strip()]
+    entry = visible[device] if device < len(visible) else str(device)
+    candidates.append(int(entry) if entry.isdigit() else entry)
+    for candidate in candidates:
+        try:
+            if isinstance(candidate, int):
+                return nvml.nvmlDeviceGetHandleByIndex(candidate)
+            return nvml.nvmlDeviceGetHandleByUUID(candidate)
+        except nvml.NVMLError:
+            continue
+    return None
+
+
+def _process_memory() -> dict[str, float]:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    try:
+        import psutil
+
+        resident = psutil.Process().memory_info().rss
+    except ImportError:
+        resident = peak
+    return {"rss_gib": round(resident / GIB, 4), "peak_rss_gib": round(peak / GIB, 4)}
+
+
+class ResourceMonitor(TrainerCallback):
+    """Memory, step time, throughput and MFU at every logging step, gathered from every rank.
+
+    Put it first in the trainer's callbacks (`trainer.callback_handler.callbacks.insert(0, monitor)`):
+    its figures are added to the `logs` the later callbacks (W&B, TensorBoard, the progress bar)
+    receive, and to `state.log_history`. `summary` holds the session's peaks and averages after
+    training; RUN_DIR/monitoring.json holds it with every sample.
+    """
+
+    def __init__(self, run_dir: str | Path | None = None, nvml=None, cuda=torch.cuda, clock=time.perf_counter):
+        self.path = Path(run_dir) / MONITORING_FILE if run_dir is not None else None
+        self._nvml, self._cuda, self._clock = nvml, cuda, clock
+        self.probe: DeviceProbe | None = None
+        self.samples: list[dict] = self._previous_samples()
+        self.notes: list[str] = []
+        self.summary: dict | None = None
+        self.flops_per_token: float | None = None
+        self.flops_counting = ""
+        self.peak_flops: float | None = None
+        self.peak_assumed = ""
+        self._window: tuple[float, int, int] | None = None
+        self._totals = {"steps": 0, "seconds": 0.0, "tokens": 0}
+
+    # -------------------------------------------------------------- Trainer events
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.probe = DeviceProbe(self._devices(args), self._nvml, self._cuda)
+        if model is not None:
+            checkpointing = args.gradient_checkpointing or _checkpointing(model)
+            self.flops_per_token, self.flops_counting = flops_per_token(model, checkpointing)
+        dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
+        self.peak_flops, self.peak_assumed = peak_flops(self.probe.device_name(), dtype)
+        self._window, self._totals = None, {"steps": 0, "seconds": 0.0, "tokens": 0}
+        if state.is_world_process_zero:
+            for line in (self.peak_assumed, *self.probe.notes):
+                _say(line)
+            self.notes = list(self.probe.notes)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self._window is None:
+            self._window = (self._clock(), state.global_step, state.num_input_tokens_seen or 0)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.probe is None or logs is None or "loss" not in logs:  # only the logs of training steps
+            return
+        figures = self._measure(args, state)
+        if state.is_world_process_zero:
+            logs.update(figures)
+            if state.log_history and state.log_history[-1].get("step") == state.global_step:
+                state.log_history[-1].update(figures)
+            self._write()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.probe is None:
+            return
+        self._measure(args, state)  # a last sample: the peaks of the steps since the last log
+        if state.is_world_process_zero:
+            self.summary = self._summarise(args)
+            self._write()
+        self.probe.close()
+        self.probe = None
+
+    # -------------------------------------------------------------- measuring
+
+    def _devices(self, args) -> list[int]:
+        device = getattr(args, "device", torch.device("cpu"))
+        if device.type != "cuda":
+            return []
+        if args.world_size > 1:
+            return [device.index if device.index is not None else self._cuda.current_device()]
+        return list(range(self._cuda.device_count()))  # one process drives every visible GPU
+
+    def _measure(self, args, state) -> dict[str, float]:
+        """This rank's sample, gathered on every rank; the flat figures for the log (rank 0's are complete)."""
+        now = self._clock()
+        tokens_seen = state.num_input_tokens_seen or 0
+        start, first_step, first_tokens = self._window or (now, state.global_step, tokens_seen)
+        self._window = None
+        steps, seconds, tokens = state.global_step - first_step, now - start, tokens_seen - first_tokens
+        mine = {"rank": args.process_index, "devices": self.probe.sample(), "notes": self.probe.notes}
+        everyone = _gather(mine)
+        if not state.is_world_process_zero:
+            return {}
+        devices = {}
+        for sample in sorted(everyone, key=lambda s: s["rank"]):
+            prefix = f"rank{sample['rank']}_" if len(everyone) > 1 else ""
+            devices.update({prefix + label: figures for label, figures in sample["devices"].items()})
+            for text in sample["notes"]:
+                if text not in self.notes:
+                    self.notes.append(text)
+                    _say(f"rank {sample['rank']}: {text}" if len(everyone) > 1 else text)
+        record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), "devices": devices}
+        if steps > 0 and seconds > 0:
+            self._totals["steps"] += steps
+            self._totals["seconds"] += seconds
+            self._totals["tokens"] += tokens
+            record.update(self._rates(args, steps, seconds, tokens, devices))
+        self.samples.append(record)
+        figures = {key: value for key, value in record.items() if key not in ("step", "epoch", "time", "devices")}
+        for label, values in devices.items():
+            figures.update({f"{label}_{key}": value for key, value in values.items()})
+        return figures
+
+    def _rates(self, args, steps: int, seconds: float, tokens: int, devices: dict) -> dict[str, float]:
+        global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        rates = {"step_time_s": round(seconds / steps, 4), "samples_per_s": round(steps * global_batch / seconds, 3)}
+        if tokens > 0:
+            rates["tokens_per_s"] = round(tokens / seconds, 2)
+            gpus = sum(1 for label in devices if "gpu" in label)
+            if self.flops_per_token and self.peak_flops and gpus:
+                mfu = 100 * tokens / seconds * self.flops_per_token / (self.peak_flops * gpus)
+                rates["mfu_pct"] = float(f"{mfu:.4g}")
+        return rates
+
+    def _summarise(self, args) -> dict:
+        totals = self._totals
+        summary: dict = {"flops_per_token": self.flops_per_token, "flops_counting": self.flops_counting,
+                         "peak_flops": self.peak_flops, "peak_assumed": self.peak_assumed, "notes": self.notes,
+                         "world_size": args.world_size, "train_steps": totals["steps"],
+                         "train_step_seconds": round(totals["seconds"], 3), "real_tokens": totals["tokens"]}
+        if totals["steps"] and totals["seconds"] > 0:
+            summary.update(self._rates(args, totals["steps"], totals["seconds"], totals["tokens"],
+                                       self.samples[-1]["devices"] if self.samples else {}))
+        peaks: dict[str, dict[str, float]] = {}
+        for sample in self.samples:
+            for label, values in sample["devices"].items():
+                for key, value in values.items():
+                    peaks.setdefault(label, {})[key] = max(value, peaks.get(label, {}).get(key, value))
+        summary["peak_devices"] = peaks
+        return summary
+
+    # -------------------------------------------------------------- monitoring.json
+
+    def _previous_samples(self) -> list[dict]:
+        """Samples of earlier sessions of this run (it resumed), kept so the file covers the whole run."""
+        if self.path is None or not self.path.is_file():
+            return []
+        try:
+            return list(json.loads(self.path.read_text())["samples"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+
+    def _write(self) -> None:
+        if self.path is None:
+            return
+        from tunelab.rundir import atomic_write_json
+
+        atomic_write_json(self.path, {"summary": self.summary, "samples": self.samples})
+
+
+def _checkpointing(model) -> bool:
+    """Whether the model recomputes activations (transformers 5 renamed the flag)."""
+    flag = getattr(model, "is_activation_checkpointing", None)
+    if flag is None:
+        flag = getattr(model, "is_gradient_checkpointing", False)
+    return bool(flag)
+
+
+def _gather(sample: dict) -> list[dict]:
+    """Every rank's sample, on every rank (a collective: all ranks call it at the same logging steps)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [sample]
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, sample)
+    return gathered
+
+
+def _say(text: str) -> None:
+    print(f"[tunelab] {text}", flush=True)
+
+
+# ---------------------------------------------------------------------------- the end-of-run summary
+
+def format_summary(progress: dict) -> list[str]:
+    """The terminal summary: wall time by phase, peak memory, throughput (from progress.json's figures)."""
+    timings = progress.get("timings_s") or {}
+    phases = {"load": timings.get("load"), "train": timings.get("train"),
+              "evaluate": sum(timings.get(key, 0.0) for key in ("baseline_eval", "finetuned_eval")) or None}
+    split = ", ".join(f"{name} {_seconds(seconds)}" for name, seconds in phases.items() if seconds is not None)
+    lines = [f"Wall time {_seconds(timings.get('total', 0.0))}: {split or 'no stage timed'}"]
+    monitoring = progress.get("monitoring") or {}
+    memory = progress.get("memory") or {}
+    if monitoring.get("peak_devices"):
+        peaks = monitoring["peak_devices"]
+        lines.append("Peak memory: " + "; ".join(f"{label} {_memory_figures(peaks[label])}" for label in peaks))
+    elif memory.get("peak_bytes"):
+        lines.append(f"Peak memory: {memory['peak_bytes'] / GIB:.2f} GiB ({memory.get('how', memory.get('device'))})")
+    if monitoring.get("step_time_s"):
+        throughput = f"Throughput: {monitoring['step_time_s']:.3g} s/step, {monitoring['samples_per_s']:,.1f} samples/s"
+        if "tokens_per_s" in monitoring:
+            throughput += f", {monitoring['tokens_per_s']:,.0f} real tokens/s"
+        if "mfu_pct" in monitoring:
+            throughput += f"; MFU {monitoring['mfu_pct']:.1f}% ({monitoring['peak_assumed'].removeprefix('MFU ')})"
+        elif monitoring.get("peak_assumed"):
+            throughput += f"; {monitoring['peak_assumed']}"
+        lines.append(throughput)
+    return lines
+
+
+def _memory_figures(values: dict) -> str:
+    if "rss_gib" in values:
+        return f"{values['peak_rss_gib']:.2f} GiB peak resident memory"
+    text = (f"{values['torch_peak_alloc_gib']:.2f} GiB allocated, {values['torch_reserved_gib']:.2f} GiB reserved "
+            f"(PyTorch), {values['mem_used_gib']:.2f} of {values['mem_total_gib']:.1f} GiB used")
+    return text + (f", {values['util_pct']:.0f}% peak utilisation" if "util_pct" in values else "")
+
+
+def _seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    return f"{whole // 60} min {whole % 60} s" if whole < 3600 else f"{whole // 3600} h {whole % 3600 // 60} min"
