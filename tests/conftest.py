@@ -66,3 +66,11 @@ def snli_dir(tmp_path_factory):
                 rows.append({"premise": f"{subject} {action}.", "hypothesis": "Something happens.", "label": -1})
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_run(tmp_path_factory, tiny_llama_dir):
+    """A finished chat run of the tiny llama on the starter conversations, with RUN_DIR/merged (tests/chat_helpers.py)."""
+    from chat_helpers import build_tiny_chat_run
+
+    return build_tiny_chat_run(tiny_llama_dir, tmp_path_factory.mktemp("chat-runs"))

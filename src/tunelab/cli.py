@@ -1,4 +1,4 @@
-"""The `tunelab` command: run a recipe, rebuild a report, prepare the offline default.
+"""The `tunelab` command: run a recipe, rebuild a report, compare evaluations, prepare the offline default.
 
 Errors a user can fix (TunelabError) print as one line and exit with status 2; `--debug`
 shows the traceback instead. A run stopped by a signal after saving a checkpoint exits with 3.
@@ -49,6 +49,24 @@ def main(argv: list[str] | None = None) -> None:
     run_dir.add_argument("recipe")
     report = commands.add_parser("report", help="rebuild the report of a run directory")
     report.add_argument("run_dir")
+    comparison = commands.add_parser("compare", help="compare two evaluations of the same rows: tunelab compare "
+                                                     "BASELINE_DIR FINETUNED_DIR [--out DIR]")
+    comparison.add_argument("baseline_dir")
+    comparison.add_argument("finetuned_dir")
+    comparison.add_argument("--out", help="output folder (default: FINETUNED_DIR/comparison for a run directory, "
+                                          "else ./comparison)")
+    merge = commands.add_parser("merge", help="fold a chat run's LoRA adapter into the base weights (RUN_DIR/merged)")
+    merge.add_argument("run_dir")
+    merge.add_argument("--output", help="output folder (default: RUN_DIR/merged)")
+    merge.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    merge.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    chat = commands.add_parser("chat", help="chat on the terminal with a chat run's model, streamed, on CPU")
+    chat.add_argument("run_dir", help="a chat run directory (its merged model, else base + adapter) or a model folder")
+    chat.add_argument("--use", default="auto", choices=("auto", "merged", "adapter"))
+    chat.add_argument("--max_new_tokens", type=int, default=256)
+    chat.add_argument("--temperature", type=float, default=0.7, help="0 for greedy decoding")
+    chat.add_argument("--system", help="a system message to start every conversation with")
+    chat.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     embedded = commands.add_parser("prepare-embedded", help="convert the offline default model once (smollm2-135m)")
     embedded.add_argument("name", nargs="?", default="smollm2-135m")
     args, rest = parser.parse_known_args(argv)
@@ -62,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             from tunelab.launch import launch_recipe
 
             launch_recipe(args.recipe, rest)
+            return
         if args.command == "run-dir":
             print(load_recipe(args.recipe, rest).run_dir)
             return
@@ -71,6 +90,18 @@ def main(argv: list[str] | None = None) -> None:
             from tunelab.report import write_report
 
             print(write_report(args.run_dir))
+        elif args.command == "compare":
+            from tunelab.compare import compare
+
+            print(compare(args.baseline_dir, args.finetuned_dir, args.out))
+        elif args.command == "merge":
+            from tunelab.serve import merge_adapter
+
+            print(merge_adapter(args.run_dir, args.output, args.dtype, args.overwrite))
+        elif args.command == "chat":
+            from tunelab.serve import chat_command
+
+            chat_command(args.run_dir, args.use, args.max_new_tokens, args.temperature, args.system, args.threads)
         elif args.command == "prepare-embedded":
             from tunelab.embedded import embedded_model_path
 

@@ -48,6 +48,8 @@ class Recipe:
     load_in_4bit: bool = False
     bnb_4bit_quant_type: str = "nf4"
     bnb_4bit_use_double_quant: bool = True
+    bnb_4bit_quant_storage: str | None = None  # none: uint8, or the compute dtype under DeepSpeed ZeRO-3
+    allow_pickle: bool = False  # load .bin (pickle) weights; only for checkpoints you trust
     precision: str = "auto"
     gradient_checkpointing: bool = False
 
@@ -86,6 +88,10 @@ class Recipe:
         _require(not unknown_stages and self.stages,
                  f"stages {unknown_stages or '[]'} not understood: choose from {', '.join(STAGES)}")
         _require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        _require(self.report_to == "none" or all(n.strip() in ("wandb", "tensorboard") for n in self.report_to.split(",")),
+                 f"report_to must be none, wandb, tensorboard or wandb,tensorboard, not {self.report_to!r}")
+        _require(self.bnb_4bit_quant_storage in (None, "uint8", "bf16", "fp16", "fp32"),
+                 f"bnb_4bit_quant_storage must be uint8, bf16, fp16 or fp32, not {self.bnb_4bit_quant_storage!r}")
         _require(self.learning_rate > 0, f"learning_rate must be positive, not {self.learning_rate}")
         _require(self.lora_r >= 1, f"lora_r must be at least 1, not {self.lora_r}")
         _require(self.lora_alpha > 0, f"lora_alpha must be positive, not {self.lora_alpha}")
@@ -116,6 +122,14 @@ class NLIRecipe(Recipe):
     validation_size: int | None = None
     test_stride: int = 1
     test_size: int | None = None
+    # Or `<split>_sample` random rows per split (seeded by sample_seed and the split name; all rows
+    # when the split has fewer), and `validation_fraction` of the train rows held out as the
+    # internal validation set instead of reading validation_split (the MultiNLI rule).
+    train_sample: int | None = None
+    validation_sample: int | None = None
+    test_sample: int | None = None
+    validation_fraction: float = 0.0
+    sample_seed: int = 42
     label_words: list[str] = field(default_factory=lambda: list(NLI_LABELS))
     label_scoring: str = "first_token"
     max_length: int = 256
@@ -132,6 +146,17 @@ class NLIRecipe(Recipe):
             stride, size = getattr(self, f"{split}_stride"), getattr(self, f"{split}_size")
             _require(stride >= 1, f"{split}_stride must be at least 1, not {stride}")
             _require(size is None or size >= 1, f"{split}_size must be at least 1 (or none for all rows), not {size}")
+            sample = getattr(self, f"{split}_sample")
+            _require(sample is None or sample >= 1, f"{split}_sample must be at least 1 (or none), not {sample}")
+            _require(sample is None or (stride == 1 and size is None),
+                     f"{split}_sample (random rows) cannot be combined with {split}_stride/{split}_size (every "
+                     f"k-th row): set {split}_sample none, or {split}_stride 1 and {split}_size none")
+        _require(0 <= self.validation_fraction < 1,
+                 f"validation_fraction must be in [0, 1), not {self.validation_fraction}")
+        _require(self.validation_fraction == 0 or (self.validation_sample is None and self.validation_stride == 1
+                                                   and self.validation_size is None),
+                 "validation_fraction holds validation rows out of the train rows, so validation_sample/"
+                 "validation_stride/validation_size do not apply: reset them, or set validation_fraction 0")
 
 
 def _require(condition: bool, message: str) -> None:

@@ -2,6 +2,8 @@
 
 Sources, by the recipe's `dataset` field:
 - `starter`: the offline starter set written by `tunelab.starter_data` (cached on disk);
+- `starter_mnli`: the same set in MultiNLI's shape (genre column; train, validation,
+  validation_matched and validation_mismatched splits, see `starter_data.generate_starter_mnli`);
 - a local folder holding `<split>.jsonl` files, or a single `.jsonl` file per split given as
   the folder itself (e.g. SNLI's original `snli_1.0_dev.jsonl`);
 - a Hugging Face Hub dataset id (`stanfordnlp/snli`, `nyu-mll/multi_nli`).
@@ -9,7 +11,9 @@ Sources, by the recipe's `dataset` field:
 Every source is normalised to rows of `premise`, `hypothesis` and `label` (a label name), with
 the Hub's integer labels (0 entailment, 1 neutral, 2 contradiction) and SNLI's original
 `sentence1`/`sentence2`/`gold_label` schema both understood. Rows without a gold label
-(-1 or "-") are dropped, as SNLI and MultiNLI require.
+(-1 or "-") are dropped, as SNLI and MultiNLI require. Rows are then chosen by SNLI's stride rule
+or by MultiNLI's seeded random sample (`load_nli_splits`); a run keeps its evaluation rows in
+RUN_DIR/data/<split>.jsonl (`load_run_rows`), in the normalised schema above.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,6 +29,7 @@ from datasets import Dataset
 
 from tunelab.config import NLI_LABELS, NLIRecipe
 from tunelab.errors import TunelabError
+from tunelab.rundir import atomic_write_json, atomic_write_text
 
 PROMPT_TEMPLATE = "Premise: {premise}\nHypothesis: {hypothesis}\nRelationship:"
 NO_GOLD_LABELS = (-1, "-", "", None)
@@ -37,14 +43,49 @@ def format_prompt(premise: str, hypothesis: str) -> str:
 # ---------------------------------------------------------------------------- loading
 
 def load_nli_split(recipe: NLIRecipe, split: str) -> list[dict]:
-    """One split of the recipe's dataset, normalised, filtered and subset by stride and size."""
-    role = "train" if split == recipe.train_split else "validation" if split == recipe.validation_split else "test"
+    """One split of the recipe's dataset, normalised, filtered and subset (see `load_nli_splits`)."""
+    return load_nli_splits(recipe, [split])[split]
+
+
+def load_nli_splits(recipe: NLIRecipe, splits: list[str]) -> dict[str, list[dict]]:
+    """Each split's rows after dropping rows without a gold label, chosen by the recipe's rule:
+    `<role>_sample` random rows (seeded by sample_seed and the split name), or else every
+    `<role>_stride`-th row then at most `<role>_size` rows. With `validation_fraction` > 0 the
+    validation rows are that fraction of the chosen train rows, drawn at random, disjoint from the
+    train rows that remain (MultiNLI has no separate validation split)."""
+    chosen: dict[str, list[dict]] = {}
+    roles = {split: _role(recipe, split) for split in splits}
+    if recipe.validation_fraction > 0 and {"train", "validation"} & set(roles.values()):
+        train = _choose_rows(recipe, recipe.train_split, "train")
+        chosen[recipe.train_split], chosen[recipe.validation_split] = hold_out(
+            train, recipe.validation_fraction, f"{recipe.sample_seed}:{recipe.train_split}:validation")
+    for split in splits:
+        if split not in chosen:
+            chosen[split] = _choose_rows(recipe, split, roles[split])
+        if not chosen[split]:
+            raise TunelabError(f"no rows left in {recipe.dataset}:{split} after dropping rows without a gold label "
+                               f"and subsetting: check the data or lower {roles[split]}_stride")
+    return {split: chosen[split] for split in splits}
+
+
+def _role(recipe: NLIRecipe, split: str) -> str:
+    return "train" if split == recipe.train_split else "validation" if split == recipe.validation_split else "test"
+
+
+def _choose_rows(recipe: NLIRecipe, split: str, role: str) -> list[dict]:
     rows = normalise_rows(_read_split(recipe.dataset, recipe.dataset_config, split), source=f"{recipe.dataset}:{split}")
-    subset = subset_rows(rows, getattr(recipe, f"{role}_stride"), getattr(recipe, f"{role}_size"))
-    if not subset:
-        raise TunelabError(f"no rows left in {recipe.dataset}:{split} after dropping rows without a gold label "
-                           f"and subsetting: check the data or lower {role}_stride")
-    return subset
+    sample = getattr(recipe, f"{role}_sample")
+    if sample is not None:
+        return sample_rows(rows, sample, f"{recipe.sample_seed}:{split}")
+    return subset_rows(rows, getattr(recipe, f"{role}_stride"), getattr(recipe, f"{role}_size"))
+
+
+def planned_train_rows(recipe: NLIRecipe) -> int | None:
+    """The train rows the recipe asks for, known without the data (at most; None when only the data can tell)."""
+    count = recipe.train_sample or recipe.train_size
+    if count is None or recipe.validation_fraction == 0:
+        return count
+    return count - max(1, round(recipe.validation_fraction * count))
 
 
 def subset_rows(rows: list[dict], stride: int, size: int | None) -> list[dict]:
@@ -52,9 +93,70 @@ def subset_rows(rows: list[dict], stride: int, size: int | None) -> list[dict]:
     return rows[::stride][:size]
 
 
+def sample_rows(rows: list[dict], count: int, seed: str) -> list[dict]:
+    """`count` rows drawn at random with `random.Random(seed)`, kept in their original order (all rows if fewer)."""
+    if count >= len(rows):
+        return list(rows)
+    return [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), count))]
+
+
+def hold_out(rows: list[dict], fraction: float, seed: str) -> tuple[list[dict], list[dict]]:
+    """(kept, held out): round(fraction * len(rows)) rows, at least one, drawn at random and held out."""
+    count = max(1, round(fraction * len(rows)))
+    if count >= len(rows):
+        raise TunelabError(f"validation_fraction {fraction} of {len(rows)} train rows leaves no rows to train on: "
+                           "lower validation_fraction or select more train rows")
+    held = set(random.Random(seed).sample(range(len(rows)), count))
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def load_run_rows(recipe: NLIRecipe, folder: Path, write: bool) -> dict[str, list[dict]]:
+    """The rows of every split a run uses; the test rows are kept in `folder`/<split>.jsonl.
+
+    The first start writes them (when `write`), with the data settings that chose them in
+    `folder`/selection.json; later stages and restarts score exactly those rows. Train and
+    validation rows are chosen again each time (deterministic, and too large to copy).
+    """
+    saved = check_saved_rows(recipe, folder)
+    tests = list(dict.fromkeys(recipe.test_splits))
+    rows = load_nli_splits(recipe, [s for s in (recipe.train_split, recipe.validation_split) if s not in tests]
+                           + ([] if saved else tests))
+    if saved:
+        for split in tests:
+            if not (folder / f"{split}.jsonl").is_file():
+                raise TunelabError(f"{folder / f'{split}.jsonl'} is missing: delete {folder} to choose the rows again")
+            rows[split] = read_jsonl(folder / f"{split}.jsonl")
+    elif write:
+        for split in tests:
+            text = "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows[split])
+            atomic_write_text(folder / f"{split}.jsonl", text)
+        atomic_write_json(folder / "selection.json", _selection(recipe))
+    return rows
+
+
+def check_saved_rows(recipe: NLIRecipe, folder: Path) -> dict | None:
+    """The data settings saved with a run's evaluation rows (None before the first start); refuses other settings."""
+    manifest, settings = folder / "selection.json", _selection(recipe)
+    saved = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else None
+    if saved is not None and saved != settings:
+        changed = ", ".join(f"{k} {saved.get(k)!r} -> {settings[k]!r}" for k in settings if saved.get(k) != settings[k])
+        raise TunelabError(f"{folder} holds evaluation rows chosen with other data settings ({changed}): rerun with "
+                           f"the original settings, or start a new run with another --run_name")
+    return saved
+
+
+def _selection(recipe: NLIRecipe) -> dict:
+    return {name: getattr(recipe, name) for name in SELECTION_FIELDS}
+
+
+SELECTION_FIELDS = ("dataset", "dataset_config", "test_splits", "test_stride", "test_size", "test_sample",
+                    "sample_seed")
+STARTER_SETS = {"starter": "starter_nli", "starter_mnli": "starter_mnli"}
+
+
 def _read_split(dataset: str, config: str | None, split: str) -> Iterable[dict]:
-    if dataset == "starter":
-        return read_jsonl(starter_data_dir() / f"{split}.jsonl")
+    if dataset in STARTER_SETS:
+        return read_jsonl(_split_file(starter_data_dir(dataset), split))
     path = Path(dataset).expanduser()
     if path.is_dir():
         return read_jsonl(_split_file(path, split))
@@ -74,13 +176,15 @@ def _split_file(folder: Path, split: str) -> Path:
     return candidate
 
 
-def starter_data_dir() -> Path:
-    """The offline starter set, written once into the tunelab cache."""
-    from tunelab.starter_data import write_starter_nli
+def starter_data_dir(name: str = "starter") -> Path:
+    """An offline starter set (`starter`, or `starter_mnli` in MultiNLI's shape), written once into the tunelab cache."""
+    from tunelab.starter_data import generate_starter_mnli, generate_starter_nli, write_starter_nli
 
-    folder = Path(os.environ.get("TUNELAB_CACHE", Path.home() / ".cache" / "tunelab")) / "data" / "starter_nli"
-    if not (folder / "test.jsonl").exists():
-        write_starter_nli(folder)
+    folder = Path(os.environ.get("TUNELAB_CACHE", Path.home() / ".cache" / "tunelab")) / "data" / STARTER_SETS[name]
+    generate, last_file = {"starter": (generate_starter_nli, "test.jsonl"),
+                           "starter_mnli": (generate_starter_mnli, "validation_mismatched.jsonl")}[name]
+    if not (folder / last_file).exists():
+        write_starter_nli(folder, generate=generate)
     return folder
 
 
@@ -167,15 +271,19 @@ def label_name(label: object, source: str = "data", index: int = 0) -> str:
 
 # ---------------------------------------------------------------------------- tokenisation
 
-def tokenize_rows(rows: list[dict], tokenizer, max_length: int, reserve: int) -> tuple[Dataset, int]:
+def tokenize_rows(rows: list[dict], tokenizer, max_length: int, reserve: int,
+                  progress: str | None = None) -> tuple[Dataset, int]:
     """Prompt token ids and class index per row; premises are shortened to fit `max_length - reserve`.
 
     `reserve` keeps room for the label word, so truncation never removes the answer position.
-    Returns the dataset and how many premises had to be truncated.
+    `progress` is the progress bar's label (None: no bar). Returns the dataset and how many premises
+    had to be truncated.
     """
+    from tqdm.auto import tqdm
+
     budget = max_length - reserve
     examples, truncated = [], 0
-    for row in rows:
+    for row in tqdm(rows, desc=progress, unit="rows", disable=progress is None):
         ids, was_truncated = _prompt_ids(tokenizer, row["premise"], row["hypothesis"], budget)
         truncated += was_truncated
         examples.append({"input_ids": ids, "labels": NLI_LABELS.index(row["label"])})

@@ -6,20 +6,23 @@ safetensors only (`use_safetensors=True`), so a pickle checkpoint is never unpic
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.pytorch_utils import Conv1D
 
 from tunelab.config import Recipe
 from tunelab.errors import TunelabError
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+STORAGE_DTYPES = {"uint8": torch.uint8, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-def resolve_model_path(name_or_path: str) -> str:
+def resolve_model_path(name_or_path: str, allow_pickle: bool = False) -> str:
     """A local folder for an embedded short name or a path; a Hub id is returned unchanged."""
     from tunelab.embedded import embedded_model_path, is_embedded_name
 
@@ -31,17 +34,17 @@ def resolve_model_path(name_or_path: str) -> str:
         return name_or_path
     if not path.is_dir():
         raise TunelabError(f"model path {name_or_path} does not exist: check --model_name_or_path")
-    if not any((path / f).exists() for f in WEIGHT_FILES):
-        pickles = [p.name for p in path.glob("*.bin")]
-        hint = (f"it has only pickle weights ({', '.join(pickles)}), which tunelab refuses to load: convert them "
-                "to safetensors" if pickles else "it holds no model weights")
+    pickles = [p.name for p in path.glob("*.bin")]
+    if not any((path / f).exists() for f in WEIGHT_FILES) and not (allow_pickle and pickles):
+        hint = (f"it has only pickle weights ({', '.join(pickles)}), which can run code when loaded: convert them "
+                "to safetensors, or pass --allow_pickle true if you trust them" if pickles else "it holds no model weights")
         raise TunelabError(f"model folder {name_or_path} cannot be used: {hint}")
     return str(path)
 
 
 def load_tokenizer(recipe: Recipe):
     """The model's tokenizer, with a pad token (the EOS token) when the model has none (GPT-2, phi-2)."""
-    path = resolve_model_path(recipe.model_name_or_path)
+    path = resolve_model_path(recipe.model_name_or_path, recipe.allow_pickle)
     tokenizer = _from_pretrained(AutoTokenizer, path, trust_remote_code=recipe.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -57,26 +60,49 @@ def compute_dtype(precision: str) -> torch.dtype:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
 
 
-def load_model(recipe: Recipe):
-    """The base model (4-bit when the recipe asks) wrapped with LoRA adapters on the named modules."""
+def load_model(recipe: Recipe, vocab_size: int | None = None):
+    """The base model (4-bit when the recipe asks) wrapped with LoRA adapters on the named modules.
+
+    `vocab_size`: grow the embeddings to at least this many rows first (a tokenizer that gained a token).
+    """
     dtype = compute_dtype(recipe.precision)
-    kwargs = {"dtype": dtype, "trust_remote_code": recipe.trust_remote_code, "use_safetensors": True}
+    kwargs = {"dtype": dtype, "trust_remote_code": recipe.trust_remote_code, "use_safetensors": not recipe.allow_pickle}
     if recipe.load_in_4bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type=recipe.bnb_4bit_quant_type,
             bnb_4bit_use_double_quant=recipe.bnb_4bit_use_double_quant,
             bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_quant_storage=quant_storage(recipe, dtype),
         )
-    model = _from_pretrained(AutoModelForCausalLM, resolve_model_path(recipe.model_name_or_path), **kwargs)
+    path = resolve_model_path(recipe.model_name_or_path, recipe.allow_pickle)
+    model = _from_pretrained(AutoModelForCausalLM, path, **kwargs)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = model.config.eos_token_id
+    if vocab_size is not None and vocab_size > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(vocab_size)
     if recipe.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
     elif recipe.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     return get_peft_model(model, lora_config(recipe, model))
+
+
+def quant_storage(recipe: Recipe, dtype: torch.dtype) -> torch.dtype:
+    """The dtype 4-bit weights are packed in: uint8, except under ZeRO-3, which shards every
+    parameter as one flat tensor and so needs the packed weights in the compute dtype."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise TunelabError("load_in_4bit needs bitsandbytes, which is not installed: pip install bitsandbytes, "
+                           "or set --load_in_4bit false")
+    chosen = STORAGE_DTYPES[recipe.bnb_4bit_quant_storage] if recipe.bnb_4bit_quant_storage else None
+    if not is_deepspeed_zero3_enabled():
+        return chosen or torch.uint8
+    if chosen not in (None, dtype):
+        raise TunelabError(f"DeepSpeed ZeRO-3 with 4-bit weights needs bnb_4bit_quant_storage equal to the compute "
+                           f"dtype ({str(dtype).removeprefix('torch.')}), not {recipe.bnb_4bit_quant_storage}: "
+                           "leave --bnb_4bit_quant_storage unset, or use ZeRO-2 (accelerate_configs/zero2.yaml)")
+    return dtype
 
 
 def lora_config(recipe: Recipe, model: torch.nn.Module) -> LoraConfig:

@@ -8,8 +8,10 @@ as its own job. Everything a run writes goes under its run directory (`output_di
     config.yaml                 the resolved recipe
     checkpoints/checkpoint-N/   one per epoch (resumed automatically when the run restarts)
     adapter/                    the final LoRA adapter (safetensors)
-    eval/<split>/{baseline,finetuned}/metrics.json and predictions.csv
+    eval/<split>/{baseline,finetuned}/metrics.json, predictions.csv and confusion.png
     eval/<split>/predictions.csv   both models side by side
+    data/<split>.jsonl          the evaluation rows, chosen once and reused by every stage and restart
+    comparison/                 baseline vs fine-tuned over all splits (tunelab.compare)
     progress.json               parameters, row counts, timings and memory, updated by each stage
     train_log.json, run_info.json  (run_info.json last: its presence marks a finished run)
     report/report.{md,html,pdf} and plots
@@ -20,6 +22,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from functools import cached_property
@@ -31,18 +35,34 @@ import yaml
 from accelerate import PartialState
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
-from transformers import TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from tunelab.config import NLI_LABELS, NLIRecipe, parse_recipe, recipe_to_dict
-from tunelab.data import load_nli_split, read_csv, tokenize_rows
+from tunelab.data import (STARTER_SETS, check_saved_rows, load_nli_split, load_run_rows, planned_train_rows,
+                          read_csv, tokenize_rows)
 from tunelab.errors import TunelabError
 from tunelab.interrupts import StopOnSignal, TrainingInterrupted
 from tunelab.metrics import classification_metrics
 from tunelab.models import load_model, load_tokenizer, parameter_counts
-from tunelab.monitoring import Stopwatch, hardware_info, peak_memory, software_versions
-from tunelab.rundir import atomic_write_json, atomic_write_text, prepare_run_dir
+from tunelab.monitoring import (
+    ResourceMonitor,
+    Stopwatch,
+    format_summary,
+    hardware_info,
+    peak_memory,
+    software_versions,
+)
+from tunelab.rundir import (
+    MarkCheckpointComplete,
+    acquire_run_lock,
+    atomic_write_json,
+    atomic_write_text,
+    last_complete_checkpoint,
+    prepare_run_dir,
+    release_run_lock,
+)
 from tunelab.trainer import NLICollator, NLITrainer, accuracy_metric, label_token_ids, training_arguments
+from tunelab.tracking import check_tracking, finish_wandb, start_wandb
 
 MODELS = ("baseline", "finetuned")
 
@@ -58,24 +78,46 @@ def run(defaults: NLIRecipe, argv: list[str] | None = None) -> None:
 
 def main(recipe: NLIRecipe, callbacks: Sequence[TrainerCallback] = ()) -> Path:
     """Run the recipe's stages in order; returns the run directory."""
+    process_state()
     if recipe.dry_run:
         print_plan(recipe)
         return recipe.run_dir
+    check_stages_fit_deepspeed(recipe.stages)
+    check_tracking(recipe.report_to)  # a missing W&B key fails here, before anything loads
     set_seed(recipe.seed)
-    run = NLIRun(recipe, callbacks)
-    if "baseline" in recipe.stages:
-        evaluate_baseline(run)
-    if "train" in recipe.stages:
-        train(run)
-    if "evaluate" in recipe.stages:
-        evaluate_finetuned(run)
-    if "report" in recipe.stages:
-        write_run_report(run)
-    run.state.wait_for_everyone()
+    with NLIRun(recipe, callbacks) as run:
+        wandb_run = start_wandb(recipe, run.dir, run.state)
+        # The baseline is scored after training when both run in this process: Trainer.predict before
+        # train() leaves the model marked as prepared, so train() would skip the DDP wrapper (ranks would
+        # never average gradients) and ZeRO-1/2 refuse to evaluate an unprepared model. LoRA leaves the
+        # base weights untouched, so the baseline (adapter disabled) is the same afterwards.
+        if "train" in recipe.stages:
+            train(run)
+        if "baseline" in recipe.stages:
+            evaluate_baseline(run)
+        if "evaluate" in recipe.stages:
+            evaluate_finetuned(run)
+        if "report" in recipe.stages:
+            write_run_report(run)
+        progress = run.save_progress()
+        for line in format_summary(progress):
+            say(line)
+        finish_wandb(wandb_run, run.dir, progress)
+        run.state.wait_for_everyone()
     return run.dir
 
 
 # ---------------------------------------------------------------------------- stages
+
+def check_stages_fit_deepspeed(stages: list[str]) -> None:
+    from tunelab.deepspeed_check import launched_zero_stage
+
+    evaluation_only = "train" not in stages and {"baseline", "evaluate"} & set(stages)
+    if evaluation_only and launched_zero_stage() in (1, 2):
+        raise TunelabError("DeepSpeed ZeRO-1/2 cannot run evaluation on its own (DeepSpeed infers only under "
+                           "ZeRO-3): launch the baseline and evaluate stages with a non-DeepSpeed config "
+                           "(--profile cpu, a40 or multi_gpu) or with zero3")
+
 
 def evaluate_baseline(run: NLIRun) -> None:
     """Score the pretrained model (LoRA disabled) on every test split."""
@@ -85,14 +127,14 @@ def evaluate_baseline(run: NLIRun) -> None:
             continue
         trainer = run.trainer
         with run.watch.phase("baseline_eval"), run.model.disable_adapter():
-            predictions = predict(trainer, run.tokenized(split))
+            predictions = predict(trainer, run.tokenized(split), f"{split}_baseline")
         run.save_predictions(split, "baseline", predictions)
     run.save_progress()
 
 
 def train(run: NLIRun) -> None:
     """LoRA fine-tuning, resuming from the last checkpoint; stops with a checkpoint on a signal."""
-    checkpoint = get_last_checkpoint(str(run.dir / "checkpoints")) if (run.dir / "checkpoints").exists() else None
+    checkpoint = last_complete_checkpoint(run.dir / "checkpoints")
     if checkpoint:
         say(f"Resuming training from {checkpoint}")
     with run.watch.phase("train"):
@@ -102,11 +144,12 @@ def train(run: NLIRun) -> None:
             run.stop_on_signal.restore()
         if run.stop_on_signal.stopped_at_step is not None:
             run.save_progress()
+            run.state.wait_for_everyone()  # no rank exits (and gets its peers killed) before rank 0 has written
             step = run.stop_on_signal.stopped_at_step
             raise TrainingInterrupted(
                 f"Interrupted by {run.stop_on_signal.signal_name} at step {step}: checkpoint saved in "
                 f"{run.dir / 'checkpoints' / f'checkpoint-{step}'}; run the same command again to resume")
-        run.trainer.save_model(str(run.dir / "adapter"))
+        save_adapter(run)
     run.adapter_ready = True
     if run.state.is_main_process:
         atomic_write_json(run.dir / "train_log.json", run.trainer.state.log_history)
@@ -118,7 +161,7 @@ def evaluate_finetuned(run: NLIRun) -> None:
     run.load_saved_adapter()
     for split in run.recipe.test_splits:
         with run.watch.phase("finetuned_eval"):
-            predictions = predict(run.trainer, run.tokenized(split))
+            predictions = predict(run.trainer, run.tokenized(split), f"{split}_finetuned")
         run.save_predictions(split, "finetuned", predictions)
     run.save_progress()
 
@@ -127,10 +170,12 @@ def write_run_report(run: NLIRun) -> None:
     """Both models side by side, run_info.json (which marks the run finished) and the report."""
     if not run.state.is_main_process:
         return
+    from tunelab.compare import write_run_comparison
     from tunelab.report import write_report
 
     for split in run.recipe.test_splits:
         write_side_by_side(run.eval_dir(split))
+    write_run_comparison(run.dir, run.recipe.test_splits)
     progress = run.save_progress()
     atomic_write_json(run.dir / "run_info.json", {
         "recipe": run.recipe.run_name,
@@ -150,21 +195,35 @@ def write_run_report(run: NLIRun) -> None:
 # ---------------------------------------------------------------------------- the run
 
 class NLIRun:
-    """One run directory plus what its stages share, each piece loaded on first use."""
+    """One run directory, locked while in use, plus what its stages share, each loaded on first use."""
 
     def __init__(self, recipe: NLIRecipe, callbacks: Sequence[TrainerCallback]):
         self.recipe = recipe
         self.callbacks = list(callbacks)
-        self.state = PartialState()
+        self.state = process_state()
         self.dir = recipe.run_dir
         self.watch = Stopwatch()
         self.adapter_ready = False
         self._tokenized: dict[str, object] = {}
         if self.state.is_main_process:
-            resuming = prepare_run_dir(self.dir, recipe.overwrite)
+            acquire_run_lock(self.dir)
+            try:
+                resuming = prepare_run_dir(self.dir, recipe.overwrite)
+                check_saved_rows(recipe, self.dir / "data")  # before config.yaml: a restart must keep its rows
+            except TunelabError:
+                release_run_lock(self.dir)
+                raise
             atomic_write_text(self.dir / "config.yaml", yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
             say(f"{'Resuming' if resuming else 'Starting'} {recipe.run_name} in {self.dir}")
         self.state.wait_for_everyone()
+        self.monitor = ResourceMonitor(self.dir if self.state.is_main_process else None)
+
+    def __enter__(self) -> NLIRun:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.state.is_main_process:
+            release_run_lock(self.dir)
 
     def eval_dir(self, split: str) -> Path:
         return self.dir / "eval" / split
@@ -181,20 +240,27 @@ class NLIRun:
     @cached_property
     def rows(self) -> dict[str, list[dict]]:
         with self.watch.phase("load"):
-            splits = [self.recipe.train_split, self.recipe.validation_split, *self.recipe.test_splits]
-            return {split: load_nli_split(self.recipe, split) for split in splits}
+            return load_run_rows(self.recipe, self.dir / "data", write=self.state.is_main_process)
 
     def tokenized(self, split: str):
         if split not in self._tokenized:
             reserve = max(map(len, self.label_ids)) if self.recipe.label_scoring == "sequence" else 1
             rows = self.rows[split]
-            self._tokenized[split], truncated = tokenize_rows(rows, self.tokenizer, self.recipe.max_length, reserve)
+            progress = f"Tokenizing {split}" if self.state.is_main_process else None
+            self._tokenized[split], truncated = tokenize_rows(rows, self.tokenizer, self.recipe.max_length, reserve,
+                                                              progress=progress)
             if truncated:
                 say(f"{split}: {truncated} of {len(rows)} premises truncated to fit max_length={self.recipe.max_length}")
         return self._tokenized[split]
 
     @cached_property
+    def training_args(self) -> TrainingArguments:
+        on_cpu = not torch.cuda.is_available()
+        return training_arguments(self.recipe, str(self.dir / "checkpoints"), on_cpu=on_cpu)
+
+    @cached_property
     def model(self):
+        self.training_args  # created first: under DeepSpeed ZeRO-3 it makes from_pretrained shard the weights
         with self.watch.phase("load"):
             model = load_model(self.recipe)
         counts = parameter_counts(model)
@@ -211,18 +277,19 @@ class NLIRun:
         """The trainer; data is loaded before the model, so bad data fails before a long model load."""
         train_dataset = self.tokenized(self.recipe.train_split)
         eval_dataset = self.tokenized(self.recipe.validation_split)
-        on_cpu = not torch.cuda.is_available()
-        return NLITrainer(
+        trainer = NLITrainer(
             model=self.model,
-            args=training_arguments(self.recipe, str(self.dir / "checkpoints"), on_cpu=on_cpu),
+            args=self.training_args,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             data_collator=NLICollator(self.tokenizer.pad_token_id, self.label_ids, self.recipe.label_scoring),
             compute_metrics=accuracy_metric,
             label_ids=self.label_ids,
             scoring=self.recipe.label_scoring,
-            callbacks=[self.stop_on_signal, *self.callbacks],
+            callbacks=[self.stop_on_signal, MarkCheckpointComplete(), *self.callbacks],
         )
+        trainer.callback_handler.callbacks.insert(0, self.monitor)  # first, so the log and trackers get its figures
+        return trainer
 
     def load_saved_adapter(self) -> None:
         """Put the saved adapter's weights into the model, unless this process just trained them."""
@@ -265,23 +332,37 @@ class NLIRun:
         memory = peak_memory()
         if memory["peak_bytes"] > progress.get("memory", {}).get("peak_bytes", 0):
             progress["memory"] = memory
+        if self.monitor.summary is not None:
+            progress["monitoring"] = self.monitor.summary
         if self.state.is_main_process:
             atomic_write_json(path, progress)
         return progress
 
 
+def save_adapter(run: NLIRun) -> None:
+    """Save the final adapter into a temporary folder, then rename it into place."""
+    final, staging = run.dir / "adapter", run.dir / ".adapter.partial"
+    run.trainer.save_model(str(staging))
+    if run.state.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    run.state.wait_for_everyone()
+
+
 def print_plan(recipe: NLIRecipe) -> None:
     from tunelab.plan import build_plan, format_plan
 
-    local_data = recipe.dataset == "starter" or Path(recipe.dataset).expanduser().exists()
-    train_rows = len(load_nli_split(recipe, recipe.train_split)) if local_data else recipe.train_size
+    local_data = recipe.dataset in STARTER_SETS or Path(recipe.dataset).expanduser().exists()
+    train_rows = len(load_nli_split(recipe, recipe.train_split)) if local_data else planned_train_rows(recipe)
     world_size = PartialState().num_processes
     say(format_plan(build_plan(recipe, world_size=world_size, train_rows=train_rows)))
 
 
-def predict(trainer: NLITrainer, dataset) -> np.ndarray:
-    """The 3-way label probabilities for every row (gathered from all processes)."""
-    scores = trainer.predict(dataset).predictions
+def predict(trainer: NLITrainer, dataset, name: str = "") -> np.ndarray:
+    """The 3-way label probabilities for every row (gathered from all processes); trackers log the
+    metrics as test/<name>_accuracy etc."""
+    scores = trainer.predict(dataset, metric_key_prefix=f"test_{name}" if name else "test").predictions
     return torch.from_numpy(scores).float().softmax(-1).numpy()
 
 
@@ -304,6 +385,17 @@ def to_csv(rows: list[dict]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def process_state() -> PartialState:
+    """accelerate's view of this process. On CPU it sees a multi-process launch only when told it runs on
+    the CPU: otherwise every rank takes itself for the main process until the Trainer sets up (the first
+    call configures it for the whole process)."""
+    if torch.cuda.is_available():
+        return PartialState()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return PartialState(cpu=True, backend="gloo")  # as training_arguments sets ddp_backend
+    return PartialState(cpu=True)
 
 
 def say(message: str) -> None:

@@ -73,6 +73,10 @@ class Run:
 
 def write_report(run_dir: str | Path, max_examples: int = 5) -> Path:
     """Write RUN_DIR/report/{report.md, report.html, report.pdf, *.png}; return the report.md path."""
+    from tunelab.chat_report import is_chat_run, write_chat_report
+
+    if is_chat_run(run_dir):  # a chat run (tunelab.chat): perplexity and replies instead of accuracy
+        return write_chat_report(run_dir)
     run = _load_run(Path(run_dir))
     folder = run.directory / "report"
     folder.mkdir(exist_ok=True)
@@ -154,7 +158,7 @@ def _read_predictions(path: Path) -> list[dict] | None:
 
 
 def _report_blocks(run: Run, max_examples: int, figures: dict[str, Figure]) -> list[tuple]:
-    blocks = _title_blocks(run)
+    blocks = _title_blocks(run) + _all_splits_blocks(run, figures)
     for split in run.splits:
         blocks += _split_blocks(split, max_examples, figures)
     return [
@@ -163,6 +167,7 @@ def _report_blocks(run: Run, max_examples: int, figures: dict[str, Figure]) -> l
         *_parameter_blocks(run.info.get("parameters") or {}),
         *_timing_blocks(run.info.get("timings_s") or {}),
         *_memory_blocks(run.info.get("memory") or {}),
+        *_monitoring_blocks(run, figures),
         *_mapping_blocks("Hardware", run.info.get("hardware")),
         *_mapping_blocks("Software", run.info.get("software")),
         ("heading", 2, "Config (config.yaml)"),
@@ -180,6 +185,24 @@ def _title_blocks(run: Run) -> list[tuple]:
                       f"report by tunelab {__version__}."),
         ("heading", 2, "Headline"),
         ("list", [_headline(split) for split in run.splits]),
+    ]
+
+
+def _all_splits_blocks(run: Run, figures: dict[str, Figure]) -> list[tuple]:
+    """With several evaluation splits: every split side by side, and all of them pooled (tunelab.compare)."""
+    if len(run.splits) < 2:
+        return []
+    from tunelab.compare import comparison_figure, comparison_table, with_combined
+
+    pairs = with_combined({split.name: (split.baseline, split.finetuned) for split in run.splits})
+    header, rows = comparison_table(pairs)
+    figures["comparison.png"] = comparison_figure(pairs)
+    return [
+        ("heading", 2, "All splits"),
+        ("paragraph", "Each metric on each split, and on all splits' rows pooled; the change is in points, "
+                      "the relative change as a share of the baseline's value."),
+        ("table", header, rows),
+        ("image", "comparison.png", "baseline and fine-tuned metrics on every split"),
     ]
 
 
@@ -288,6 +311,54 @@ def _memory_blocks(memory: dict) -> list[tuple]:
     return [("heading", 2, "Memory"), ("paragraph", text)]
 
 
+MONITORED = {
+    "torch_alloc_gib": "allocated by PyTorch, GiB", "torch_reserved_gib": "reserved by PyTorch, GiB",
+    "torch_peak_alloc_gib": "peak allocated by PyTorch, GiB", "mem_used_gib": "used on the device, GiB",
+    "mem_total_gib": "device total, GiB", "util_pct": "utilisation, %", "rss_gib": "resident memory, GiB",
+    "peak_rss_gib": "peak resident memory, GiB",
+}
+
+
+def _monitoring_blocks(run: Run, figures: dict[str, Figure]) -> list[tuple]:
+    """Memory and throughput during training (tunelab.monitoring): peaks per device, rates, memory plot.
+    Left out for runs from before tunelab measured them."""
+    monitoring = run.info.get("monitoring")
+    if not isinstance(monitoring, dict):
+        return []
+    blocks: list[tuple] = [("heading", 2, "Resources during training")]
+    rates = [(f"{monitoring[key]:,.{digits}f} {unit}" if monitoring.get(key) is not None else f"{unit}: {NOT_RECORDED}")
+             for key, unit, digits in (("step_time_s", "s per optimizer step", 3), ("samples_per_s", "samples/s", 1),
+                                       ("tokens_per_s", "real tokens/s (padding excluded)", 0))]
+    if monitoring.get("mfu_pct") is not None:
+        rates.append(f"model FLOPs utilisation {monitoring['mfu_pct']:.2f}%; "
+                     f"{monitoring.get('peak_assumed', '').removeprefix('MFU ')}")
+    elif monitoring.get("peak_assumed"):
+        rates.append(monitoring["peak_assumed"])
+    if monitoring.get("flops_counting"):
+        rates.append(monitoring["flops_counting"])
+    blocks.append(("list", rates))
+    peaks = monitoring.get("peak_devices") or {}
+    rows = [[label, MONITORED.get(key, key), f"{value:,.2f}"] for label, values in peaks.items()
+            for key, value in values.items()]
+    if rows:
+        blocks.append(("table", ["device", "figure", "peak during training"], rows))
+    if monitoring.get("notes"):
+        blocks.append(("list", [f"Note: {note}" for note in monitoring["notes"]]))
+    samples = _monitoring_samples(run.directory / "monitoring.json")
+    if not samples:
+        return blocks + [("paragraph", f"monitoring.json {NOT_RECORDED}: no memory plot.")]
+    figures["memory.png"] = _memory_figure(samples)
+    return blocks + [("image", "memory.png", "memory by training step, per device")]
+
+
+def _monitoring_samples(path: Path) -> list[dict]:
+    try:
+        samples = json.loads(path.read_text(encoding="utf-8"))["samples"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return []
+    return [s for s in samples if isinstance(s, dict) and "step" in s and isinstance(s.get("devices"), dict)]
+
+
 def _mapping_blocks(title: str, mapping: dict | None) -> list[tuple]:
     if not mapping:
         return [("heading", 2, title), ("paragraph", f"{title}: {NOT_RECORDED}.")]
@@ -361,10 +432,16 @@ def _figure(size: tuple[float, float]) -> Figure:
 
 def _metrics_figure(split: Split) -> Figure:
     figure = _figure((7, 3.6))
-    axes = figure.add_subplot()
+    metrics_bars(figure.add_subplot(), split.baseline, split.finetuned,
+                 f"{split.name}: baseline vs fine-tuned (n = {split.baseline['n']:,})")
+    return figure
+
+
+def metrics_bars(axes, baseline: dict, finetuned: dict, title: str) -> None:
+    """The headline metrics of both models as grouped bars, in percent."""
     x = np.arange(len(HEADLINE_METRICS))
-    for offset, label, metrics, color in ((-0.2, "baseline", split.baseline, "#9e9e9e"),
-                                          (0.2, "fine-tuned", split.finetuned, "#1f77b4")):
+    for offset, label, metrics, color in ((-0.2, "baseline", baseline, "#9e9e9e"),
+                                          (0.2, "fine-tuned", finetuned, "#1f77b4")):
         values = [100 * metrics[m] for m in HEADLINE_METRICS]
         bars = axes.bar(x + offset, values, 0.4, label=label, color=color)
         axes.bar_label(bars, fmt="{:.1f}%", fontsize=8)
@@ -373,8 +450,7 @@ def _metrics_figure(split: Split) -> Figure:
     axes.set_yticks(range(0, 101, 20))
     axes.set_ylabel("%")
     axes.legend(loc="upper center", ncols=2, frameon=False)
-    axes.set_title(f"{split.name}: baseline vs fine-tuned (n = {split.baseline['n']:,})")
-    return figure
+    axes.set_title(title)
 
 
 def _confusion_figure(split: Split) -> Figure:
@@ -383,17 +459,45 @@ def _confusion_figure(split: Split) -> Figure:
     top = max(matrix.max(initial=0) for matrix in matrices) or 1
     for axes, title, metrics, matrix in zip(figure.subplots(1, 2), ("baseline", "fine-tuned"),
                                             (split.baseline, split.finetuned), matrices):
-        axes.imshow(matrix, cmap="Blues", vmin=0, vmax=top)
-        for (row, column), count in np.ndenumerate(matrix):
-            axes.text(column, row, f"{count:,}", ha="center", va="center",
-                      color="white" if count > top / 2 else "black")
-        ticks = range(len(metrics["labels"]))
-        axes.set_xticks(ticks, metrics["labels"], rotation=20, ha="right")
-        axes.set_yticks(ticks, metrics["labels"])
-        axes.set_xlabel("predicted")
-        axes.set_ylabel("gold")
-        axes.set_title(title)
+        confusion_axes(axes, matrix, metrics["labels"], title, top)
     figure.suptitle(f"{split.name}: confusion matrices (rows = gold, columns = predicted)")
+    return figure
+
+
+def confusion_axes(axes, matrix: np.ndarray, labels: list[str], title: str, top: int) -> None:
+    """One confusion matrix (rows = gold, columns = predicted), shaded on a 0..`top` scale."""
+    axes.imshow(matrix, cmap="Blues", vmin=0, vmax=top)
+    for (row, column), count in np.ndenumerate(matrix):
+        axes.text(column, row, f"{count:,}", ha="center", va="center",
+                  color="white" if count > top / 2 else "black")
+    ticks = range(len(labels))
+    axes.set_xticks(ticks, labels, rotation=20, ha="right")
+    axes.set_yticks(ticks, labels)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("gold")
+    axes.set_title(title)
+
+
+def _memory_figure(samples: list[dict]) -> Figure:
+    figure = _figure((7, 3.6))
+    axes = figure.add_subplot()
+    labels = dict.fromkeys(label for sample in samples for label in sample["devices"])
+    styles = (("torch_alloc_gib", "-", "allocated (PyTorch)"), ("torch_reserved_gib", "--", "reserved (PyTorch)"),
+              ("mem_used_gib", ":", "used (device)"), ("rss_gib", "-", "resident"),
+              ("peak_rss_gib", "--", "peak resident"))
+    top = 0.0
+    for number, label in enumerate(labels):
+        for key, style, name in styles:
+            points = [(s["step"], s["devices"][label][key]) for s in samples if key in s["devices"].get(label, {})]
+            if points:
+                axes.plot(*zip(*points), style, color=f"C{number}", marker=".", label=f"{label} {name}")
+                top = max(top, *(value for _, value in points))
+    axes.set_xlabel("step")
+    axes.set_ylabel("GiB")
+    axes.set_ylim(0, 1.15 * top or 1)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    axes.set_title("Memory by training step")
     return figure
 
 

@@ -55,9 +55,15 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> bool:
                            "or pass --overwrite to replace it")
     run_dir.mkdir(parents=True, exist_ok=True)
     for child in run_dir.iterdir():
-        if finished and child.name != LOCK_FILE:
+        if finished and _is_run_content(child):
             shutil.rmtree(child) if child.is_dir() else child.unlink()
-    return any(child.name != LOCK_FILE for child in run_dir.iterdir())
+    return any(_is_run_content(child) for child in run_dir.iterdir())
+
+
+def _is_run_content(path: Path) -> bool:
+    """What a run wrote, as opposed to the lock and the launchers' logs (Slurm job logs, logs/)."""
+    is_job_log = path.name.startswith("slurm-") and path.name.endswith(".log")
+    return path.name not in (LOCK_FILE, "logs") and not is_job_log
 
 
 # ---------------------------------------------------------------------------- one run at a time
@@ -134,6 +140,7 @@ class MarkCheckpointComplete(TrainerCallback):
         if process.is_main_process:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             atomic_write_json(folder / CHECKPOINT_COMPLETE, {"global_step": state.global_step})
+        process.wait_for_everyone()
         return control
 
 

@@ -16,6 +16,8 @@ How it is built:
   and test, so a test premise is never a reworded training premise. Every split holds the same
   number of premises per phenomenon, hence exactly balanced labels.
 - Everything is drawn from one `random.Random(seed)`: the same seed gives byte-identical files.
+- `generate_starter_mnli` presents the same rows in MultiNLI's shape (dataset `starter_mnli`):
+  phenomena as genres, two of them held out of training as the "mismatched" evaluation split.
 
 Label ids follow SNLI/MultiNLI on the Hugging Face Hub: 0 entailment, 1 neutral, 2 contradiction.
 """
@@ -940,13 +942,42 @@ def rows_of(triple: Triple, phenomenon: str) -> list[dict]:
 
 # ---------------------------------------------------------------------------- writing to disk
 
-def write_starter_nli(directory: str | Path, seed: int = 0) -> Path:
-    """Write train.jsonl, validation.jsonl and test.jsonl (in that order) into `directory`."""
+def write_starter_nli(directory: str | Path, seed: int = 0, generate: Callable | None = None) -> Path:
+    """Write train.jsonl, validation.jsonl and test.jsonl (in that order) into `directory`.
+
+    `generate=generate_starter_mnli` writes the MultiNLI-shaped splits instead (validation_mismatched.jsonl last).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    for split, rows in generate_starter_nli(seed).items():
+    for split, rows in (generate or generate_starter_nli)(seed).items():
         write_jsonl_atomically(directory / f"{split}.jsonl", rows)
     return directory
+
+
+# ---------------------------------------------------------------------------- MultiNLI's shape
+
+# MultiNLI tests on genres seen in training (matched) and on genres never trained on
+# (mismatched). The starter set's phenomena play the genres: these two are held out of training.
+MISMATCHED_PHENOMENA = ("quantifier", "swapped_roles")
+MNLI_SPLITS = ("train", "validation", "validation_matched", "validation_mismatched")
+
+
+def generate_starter_mnli(seed: int = 0) -> dict[str, list[dict]]:
+    """The starter set as MultiNLI-shaped splits, with the phenomenon as `genre` and a `pairID`.
+
+    - train, validation: the train and validation rows of the six matched phenomena;
+    - validation_matched: the test rows of those six phenomena (90 rows, unseen scenes);
+    - validation_mismatched: every row of the two held-out phenomena (180 rows), which
+      training never sees, as MultiNLI's mismatched genres.
+    """
+    starter = generate_starter_nli(seed)
+    matched = {split: [row for row in rows if row["phenomenon"] not in MISMATCHED_PHENOMENA]
+               for split, rows in starter.items()}
+    mismatched = [row for split in SPLITS for row in starter[split] if row["phenomenon"] in MISMATCHED_PHENOMENA]
+    parts = dict(zip(MNLI_SPLITS, (matched["train"], matched["validation"], matched["test"], mismatched)))
+    return {split: [{"pairID": f"starter-{split}-{i}", "genre": row["phenomenon"], "premise": row["premise"],
+                     "hypothesis": row["hypothesis"], "label": row["label"]} for i, row in enumerate(rows)]
+            for split, rows in parts.items()}
 
 
 def write_jsonl_atomically(path: Path, rows: list[dict]) -> None:

@@ -139,7 +139,8 @@ def training_arguments(recipe: Recipe, output_dir: str, on_cpu: bool) -> Trainin
         save_strategy=recipe.save_strategy,
         eval_strategy=recipe.save_strategy,
         save_total_limit=recipe.save_total_limit,
-        report_to=recipe.report_to,
+        report_to=[name.strip() for name in recipe.report_to.split(",")],  # "wandb,tensorboard" names both
+        include_num_input_tokens_seen="non_padding",  # real tokens (attention-mask ones) for tunelab.monitoring
         remove_unused_columns=False,
         label_names=["labels"],
         use_cpu=on_cpu,
