@@ -34,6 +34,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from tunelab.data import read_jsonl
 from tunelab.errors import TunelabError
 
 OASST_ROLES = {"prompter": "user", "assistant": "assistant"}
@@ -115,27 +116,6 @@ def load_chat_split(dataset: str, split: str, language: str | None, size: int | 
         raise TunelabError(f"no conversations{where} in {dataset}:{split}: check the dataset and --language "
                            "(none for every language)")
     return conversations[:size]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSON-lines file; a malformed line is reported with its file and line number."""
-    rows = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise TunelabError(f"{path}:{number}: not valid JSON ({error.msg}): "
-                                       "fix or remove that line") from None
-                if not isinstance(row, dict):
-                    raise TunelabError(f"{path}:{number}: expected a JSON object per line")
-                rows.append(row)
-    except UnicodeDecodeError as error:
-        raise TunelabError(f"{path} is not valid UTF-8 (byte {error.start}): re-encode the file as UTF-8") from None
-    return rows
 
 
 def _read_message_rows(dataset: str, split: str) -> list[dict]:
