@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -45,7 +44,7 @@ from tunelab.chat_format import TEMPLATE_CHOICES, labels_from_masks, prepare_cha
 from tunelab.config import Recipe, _require, parse_recipe, recipe_to_dict
 from tunelab.errors import TunelabError
 from tunelab.interrupts import StopOnSignal, TrainingInterrupted
-from tunelab.models import compute_dtype, load_model, load_tokenizer, parameter_counts
+from tunelab.models import load_model, load_tokenizer, parameter_counts
 from tunelab.monitoring import Stopwatch, hardware_info, peak_memory, software_versions
 from tunelab.rundir import (
     MarkCheckpointComplete,
@@ -56,6 +55,7 @@ from tunelab.rundir import (
     prepare_run_dir,
     release_run_lock,
 )
+from tunelab.trainer import training_kwargs
 
 MODELS = ("baseline", "finetuned")
 CHAT_INFO = "tunelab_chat.json"
@@ -380,46 +380,23 @@ def stop_ids(chat_info: dict, tokenizer) -> list[int]:
 
 
 def sft_config(recipe: ChatRecipe, output_dir: str, on_cpu: bool):
-    """The recipe's optimisation settings as TRL's SFTConfig.
+    """The recipe's optimisation settings (tunelab.trainer.training_kwargs) as TRL's SFTConfig.
 
-    Precision is set explicitly (SFTConfig would default to bf16, which fails on CPUs and older
-    GPUs). Gradient checkpointing is left to `load_model`, which already set it up for LoRA.
+    Gradient checkpointing is left to `load_model`, which already set it up for LoRA.
     """
     from trl import SFTConfig
 
-    dtype = compute_dtype(recipe.precision)
     evaluate = recipe.eval_steps is not None
     return SFTConfig(
-        output_dir=output_dir,
-        run_name=recipe.run_name,
-        seed=recipe.seed,
-        per_device_train_batch_size=recipe.per_device_train_batch_size,
-        per_device_eval_batch_size=recipe.per_device_eval_batch_size,
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        learning_rate=recipe.learning_rate,
-        num_train_epochs=recipe.num_train_epochs,
-        max_steps=recipe.max_steps,
-        warmup_steps=recipe.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        lr_scheduler_type=recipe.lr_scheduler_type,
-        weight_decay=recipe.weight_decay,
-        max_grad_norm=recipe.max_grad_norm,
-        optim=recipe.optim,
-        bf16=dtype == torch.bfloat16,
-        fp16=dtype == torch.float16,
+        **training_kwargs(recipe, output_dir, on_cpu),
         gradient_checkpointing=False,
-        logging_steps=recipe.logging_steps,
-        save_strategy=recipe.save_strategy,
         save_steps=recipe.save_steps,
-        save_total_limit=recipe.save_total_limit,
         eval_strategy="steps" if evaluate else "no",
         eval_steps=recipe.eval_steps,
         report_to=recipe.report_to,
-        use_cpu=on_cpu,
-        ddp_backend="gloo" if on_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         max_length=recipe.max_length,
         packing=False,
         assistant_only_loss=False,  # the data carry their own assistant masks (tunelab.chat_format)
-        disable_tqdm=False,
     )
 
 

@@ -115,10 +115,14 @@ def accuracy_metric(eval_prediction) -> dict[str, float]:
     return {"accuracy": float((scores.argmax(-1) == labels).mean())}
 
 
-def training_arguments(recipe: Recipe, output_dir: str, on_cpu: bool) -> TrainingArguments:
-    """The recipe's optimisation settings as TrainingArguments; checkpoints and eval follow save_strategy."""
+def training_kwargs(recipe: Recipe, output_dir: str, on_cpu: bool) -> dict:
+    """The recipe's optimisation settings that TrainingArguments and TRL's SFTConfig share, by keyword.
+
+    Precision is always set explicitly (SFTConfig would otherwise default to bf16, which fails on CPUs
+    and older GPUs).
+    """
     dtype = compute_dtype(recipe.precision)
-    return TrainingArguments(
+    return dict(
         output_dir=output_dir,
         run_name=recipe.run_name,
         seed=recipe.seed,
@@ -137,13 +141,20 @@ def training_arguments(recipe: Recipe, output_dir: str, on_cpu: bool) -> Trainin
         fp16=dtype == torch.float16,
         logging_steps=recipe.logging_steps,
         save_strategy=recipe.save_strategy,
-        eval_strategy=recipe.save_strategy,
         save_total_limit=recipe.save_total_limit,
+        use_cpu=on_cpu,
+        ddp_backend="gloo" if on_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        disable_tqdm=False,
+    )
+
+
+def training_arguments(recipe: Recipe, output_dir: str, on_cpu: bool) -> TrainingArguments:
+    """The recipe's optimisation settings as TrainingArguments; checkpoints and eval follow save_strategy."""
+    return TrainingArguments(
+        **training_kwargs(recipe, output_dir, on_cpu),
+        eval_strategy=recipe.save_strategy,
         report_to=[name.strip() for name in recipe.report_to.split(",")],  # "wandb,tensorboard" names both
         include_num_input_tokens_seen="non_padding",  # real tokens (attention-mask ones) for tunelab.monitoring
         remove_unused_columns=False,
         label_names=["labels"],
-        use_cpu=on_cpu,
-        ddp_backend="gloo" if on_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
-        disable_tqdm=False,
     )
