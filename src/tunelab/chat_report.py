@@ -33,19 +33,7 @@ def is_chat_run(run_dir: str | Path) -> bool:
 def write_chat_report(run_dir: str | Path) -> Path:
     """Write RUN_DIR/report/{report.md, report.html, report.pdf, *.png}; return the report.md path."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise TunelabError(f"run directory {run_dir} not found: {base.PRODUCER} creates it")
-    info_path = run_dir / "run_info.json"
-    if not info_path.is_file():
-        raise TunelabError(f"{info_path} is missing: it is written by {base.PRODUCER}")
-    config_path, log_path = run_dir / "config.yaml", run_dir / "train_log.json"
-    run = base.Run(
-        directory=run_dir,
-        info=base._read_json(info_path, dict),
-        config=config_path.read_text(encoding="utf-8") if config_path.is_file() else None,
-        train_log=base._read_json(log_path, list) if log_path.is_file() else [],
-        splits=[],
-    )
+    run = base.load_run(run_dir, with_splits=False)
     evaluation = _load_evaluation(run_dir / "eval" / "chat")
     folder = run_dir / "report"
     folder.mkdir(exist_ok=True)

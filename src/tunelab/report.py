@@ -77,7 +77,7 @@ def write_report(run_dir: str | Path, max_examples: int = 5) -> Path:
 
     if is_chat_run(run_dir):  # a chat run (tunelab.chat): perplexity and replies instead of accuracy
         return write_chat_report(run_dir)
-    run = _load_run(Path(run_dir))
+    run = load_run(Path(run_dir))
     folder = run.directory / "report"
     folder.mkdir(exist_ok=True)
     figures: dict[str, Figure] = {}
@@ -94,7 +94,11 @@ def write_report(run_dir: str | Path, max_examples: int = 5) -> Path:
 # ---------------------------------------------------------------- reading the run directory
 
 
-def _load_run(run_dir: Path) -> Run:
+def load_run(run_dir: Path, with_splits: bool = True) -> Run:
+    """run_info.json, config.yaml, train_log.json and, `with_splits`, the NLI eval/<split>/ results.
+
+    A chat run (tunelab.chat_report) passes with_splits=False: it reads its own eval/chat/ results.
+    """
     if not run_dir.is_dir():
         raise TunelabError(f"run directory {run_dir} not found: {PRODUCER} creates it")
     info_path = run_dir / "run_info.json"
@@ -106,7 +110,7 @@ def _load_run(run_dir: Path) -> Run:
         info=_read_json(info_path, dict),
         config=config_path.read_text(encoding="utf-8") if config_path.is_file() else None,
         train_log=_read_json(log_path, list) if log_path.is_file() else [],
-        splits=_load_splits(run_dir / "eval"),
+        splits=_load_splits(run_dir / "eval") if with_splits else [],
     )
 
 
