@@ -1,6 +1,7 @@
 """Chat SFT: templates, assistant-only loss masks token by token, TRL's labels, the phi2_oasst1 recipe end to end."""
 
 import json
+import re
 
 import pytest
 from chat_helpers import CHAT_RECIPE, tiny_chat_overrides
@@ -187,6 +188,7 @@ def test_phi2_oasst1_recipe_on_a_tiny_4bit_phi(tiny_phi_dir, tmp_path):
     report = (run_dir / "report/report.md").read_text()
     assert f"{before['perplexity']:.2f} → {after['perplexity']:.2f}" in report
     assert "| What is 23 plus 19? |" in report and "end-of-turn token: '<|endoftext|>'" in report
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", info["started"]) and f"started {info['started']};" in report
     from tunelab.report import write_report
 
     assert write_report(run_dir) == run_dir / "report/report.md"  # `tunelab report` rebuilds a chat report

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 
 from tunelab.config import parse_recipe
 from tunelab.errors import TunelabError
-from tunelab.nli import main
+from tunelab.nli import main, record_start
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = runpy.run_path(str(ROOT / "recipes" / "phi2_snli.py"))["RECIPE"]
@@ -38,6 +39,7 @@ def test_recipe_writes_every_output(tiny_phi_dir, snli_dir, tmp_path):
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["train_rows"] == 60 and info["eval_rows"] == {"test": 30}, "label -1 rows are dropped"
     assert 0 < info["parameters"]["trainable"] < info["parameters"]["total"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", info["started"]), "ISO 8601, UTC"
     finetuned = json.loads((run_dir / "eval/test/finetuned/metrics.json").read_text())
     baseline = json.loads((run_dir / "eval/test/baseline/metrics.json").read_text())
     assert finetuned["n"] == 30 and finetuned["accuracy"] > baseline["accuracy"]
@@ -45,6 +47,7 @@ def test_recipe_writes_every_output(tiny_phi_dir, snli_dir, tmp_path):
     report = (run_dir / "report/report.md").read_text()
     assert f"{info['parameters']['trainable']:,}" in report
     assert f"{100 * finetuned['accuracy']:.1f}%" in report
+    assert f"started {info['started']};" in report
 
 
 def test_finished_run_is_not_overwritten(tiny_phi_dir, snli_dir, tmp_path):
@@ -65,12 +68,25 @@ def test_interrupted_run_resumes_from_last_checkpoint(tiny_phi_dir, snli_dir, tm
     (run_dir / "run_info.json").unlink()
     trainer_state = json.loads((run_dir / "checkpoints/checkpoint-16/trainer_state.json").read_text())
     assert trainer_state["global_step"] == 16
+    progress = json.loads((run_dir / "progress.json").read_text())
+    (run_dir / "progress.json").write_text(json.dumps({**progress, "started": "2000-01-01T00:00:00Z"}))
     main(parse_recipe(RECIPE, argv))
     assert "Resuming phi2_snli" in capsys.readouterr().out
     log = json.loads((run_dir / "train_log.json").read_text())
     trained_steps = [entry["step"] for entry in log if "loss" in entry]
     assert trained_steps[-1] == 24
-    assert (run_dir / "run_info.json").exists()
+    assert json.loads((run_dir / "run_info.json").read_text())["started"] == "2000-01-01T00:00:00Z", \
+        "a resumed run keeps its first start"
+
+
+def test_record_start_keeps_the_first_start(tmp_path):
+    path = tmp_path / "progress.json"
+    record_start(path)
+    first = json.loads(path.read_text())
+    assert first["timings_s"] == {} and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", first["started"])
+    path.write_text(json.dumps({"timings_s": {"train": 1.0}, "started": "2000-01-01T00:00:00Z"}))
+    record_start(path)
+    assert json.loads(path.read_text()) == {"timings_s": {"train": 1.0}, "started": "2000-01-01T00:00:00Z"}
 
 
 def run_cli(*args, env_extra=None):
@@ -108,7 +124,10 @@ def test_stages_run_separately(tiny_phi_dir, snli_dir, tmp_path):
         main(parse_recipe(RECIPE, [*argv, "--stages", "evaluate"]))
     for stages in ("baseline", "train", "evaluate,report"):
         run_dir = main(parse_recipe(RECIPE, [*argv, "--stages", stages]))
+        if stages == "baseline":
+            started = json.loads((run_dir / "progress.json").read_text())["started"]
     progress = json.loads((run_dir / "run_info.json").read_text())
     assert {"load", "baseline_eval", "train", "finetuned_eval", "total"} <= set(progress["timings_s"])
     assert progress["parameters"]["trainable"] > 0 and progress["train_rows"] == 60
+    assert progress["started"] == started, "the first stage's start"
     assert (run_dir / "report" / "report.md").exists()

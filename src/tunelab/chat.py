@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -46,6 +45,7 @@ from tunelab.errors import TunelabError
 from tunelab.interrupts import StopOnSignal, TrainingInterrupted
 from tunelab.models import load_model, load_tokenizer, parameter_counts
 from tunelab.monitoring import Stopwatch, hardware_info, peak_memory, software_versions
+from tunelab.nli import record_start
 from tunelab.rundir import (
     MarkCheckpointComplete,
     acquire_run_lock,
@@ -213,7 +213,6 @@ class ChatRun:
         self.eval_dir = self.dir / "eval" / "chat"
         self.watch = Stopwatch()
         self.adapter_ready = False
-        self.started = time.strftime("%Y-%m-%dT%H:%M:%S")
         if self.state.is_main_process:
             acquire_run_lock(self.dir)
             try:
@@ -222,6 +221,7 @@ class ChatRun:
                 release_run_lock(self.dir)
                 raise
             atomic_write_text(self.dir / "config.yaml", yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+            record_start(self.dir / "progress.json")
             say(f"{'Resuming' if resuming else 'Starting'} {recipe.run_name} in {self.dir}")
         self.state.wait_for_everyone()
 
@@ -351,7 +351,6 @@ class ChatRun:
         """Merge this process's figures into progress.json: timings add up over restarts and stages."""
         path = self.dir / "progress.json"
         progress = json.loads(path.read_text()) if path.exists() else {"timings_s": {}}
-        progress.setdefault("started", self.started)
         for phase, seconds in self.watch.seconds.items():
             progress["timings_s"][phase] = progress["timings_s"].get(phase, 0.0) + seconds
         self.watch.seconds.clear()

@@ -12,7 +12,7 @@ as its own job. Everything a run writes goes under its run directory (`output_di
     eval/<split>/predictions.csv   both models side by side
     data/<split>.jsonl          the evaluation rows, chosen once and reused by every stage and restart
     comparison/                 baseline vs fine-tuned over all splits (tunelab.compare)
-    progress.json               parameters, row counts, timings and memory, updated by each stage
+    progress.json               start time, parameters, row counts, timings and memory, updated by each stage
     train_log.json, run_info.json  (run_info.json last: its presence marks a finished run)
     report/report.{md,html,pdf} and plots
 """
@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -214,6 +215,7 @@ class NLIRun:
                 release_run_lock(self.dir)
                 raise
             atomic_write_text(self.dir / "config.yaml", yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+            record_start(self.dir / "progress.json")
             say(f"{'Resuming' if resuming else 'Starting'} {recipe.run_name} in {self.dir}")
         self.state.wait_for_everyone()
         self.monitor = ResourceMonitor(self.dir if self.state.is_main_process else None)
@@ -337,6 +339,14 @@ class NLIRun:
         if self.state.is_main_process:
             atomic_write_json(path, progress)
         return progress
+
+
+def record_start(progress_path: Path) -> None:
+    """Put the run's start time (ISO 8601, UTC) in progress.json; a resumed run keeps its first start."""
+    progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"timings_s": {}}
+    if "started" not in progress:
+        progress["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        atomic_write_json(progress_path, progress)
 
 
 def save_adapter(run: NLIRun) -> None:
