@@ -1,4 +1,4 @@
-"""The `tunelab` command: run a recipe, rebuild a report, compare evaluations, prepare the offline default.
+"""The `tunelab` command: run a recipe, rebuild a report, compare evaluations, benchmark, prepare the offline default.
 
 Errors a user can fix (TunelabError) print as one line and exit with status 2; `--debug`
 shows the traceback instead. A run stopped by a signal after saving a checkpoint exits with 3.
@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     chat.add_argument("--temperature", type=float, default=0.7, help="0 for greedy decoding")
     chat.add_argument("--system", help="a system message to start every conversation with")
     chat.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    commands.add_parser("bench", help="training and evaluation throughput and memory vs the notebooks' approach "
+                                      "(tunelab bench --help)", add_help=False)
     embedded = commands.add_parser("prepare-embedded", help="convert the offline default model once (smollm2-135m)")
     embedded.add_argument("name", nargs="?", default="smollm2-135m")
     args, rest = parser.parse_known_args(argv)
@@ -80,6 +82,11 @@ def main(argv: list[str] | None = None) -> None:
             from tunelab.launch import launch_recipe
 
             launch_recipe(args.recipe, rest)
+            return
+        if args.command == "bench":
+            from tunelab.bench import main as bench
+
+            bench(rest)
             return
         if args.command == "run-dir":
             print(load_recipe(args.recipe, rest).run_dir)
