@@ -12,7 +12,8 @@ import pytest
 
 from tunelab.config import parse_recipe
 from tunelab.errors import TunelabError
-from tunelab.nli import main, record_start
+from tunelab.nli import main
+from tunelab.rundir import record_start
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = runpy.run_path(str(ROOT / "recipes" / "phi2_snli.py"))["RECIPE"]

@@ -45,7 +45,6 @@ from tunelab.errors import TunelabError
 from tunelab.interrupts import StopOnSignal, TrainingInterrupted
 from tunelab.models import load_model, load_tokenizer, parameter_counts
 from tunelab.monitoring import Stopwatch, hardware_info, peak_memory, software_versions
-from tunelab.nli import record_start
 from tunelab.rundir import (
     MarkCheckpointComplete,
     acquire_run_lock,
@@ -53,6 +52,7 @@ from tunelab.rundir import (
     atomic_write_text,
     last_complete_checkpoint,
     prepare_run_dir,
+    record_start,
     release_run_lock,
 )
 from tunelab.trainer import training_kwargs
@@ -392,7 +392,6 @@ def sft_config(recipe: ChatRecipe, output_dir: str, on_cpu: bool):
         save_steps=recipe.save_steps,
         eval_strategy="steps" if evaluate else "no",
         eval_steps=recipe.eval_steps,
-        report_to=recipe.report_to,
         max_length=recipe.max_length,
         packing=False,
         assistant_only_loss=False,  # the data carry their own assistant masks (tunelab.chat_format)

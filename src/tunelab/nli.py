@@ -60,6 +60,7 @@ from tunelab.rundir import (
     atomic_write_text,
     last_complete_checkpoint,
     prepare_run_dir,
+    record_start,
     release_run_lock,
 )
 from tunelab.trainer import NLICollator, NLITrainer, accuracy_metric, label_token_ids, training_arguments
@@ -339,14 +340,6 @@ class NLIRun:
         if self.state.is_main_process:
             atomic_write_json(path, progress)
         return progress
-
-
-def record_start(progress_path: Path) -> None:
-    """Put the run's start time (ISO 8601, UTC) in progress.json; a resumed run keeps its first start."""
-    progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"timings_s": {}}
-    if "started" not in progress:
-        progress["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        atomic_write_json(progress_path, progress)
 
 
 def save_adapter(run: NLIRun) -> None:

@@ -157,3 +157,11 @@ def last_complete_checkpoint(folder: Path) -> str | None:
             print(f"[tunelab] warning: skipping {checkpoint}: it was not completely written "
                   "(the run stopped while saving it)", file=sys.stderr, flush=True)
     return None
+
+
+def record_start(progress_path: Path) -> None:
+    """Put the run's start time (ISO 8601, UTC) in progress.json; a resumed run keeps its first start."""
+    progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"timings_s": {}}
+    if "started" not in progress:
+        progress["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        atomic_write_json(progress_path, progress)

@@ -142,6 +142,7 @@ def training_kwargs(recipe: Recipe, output_dir: str, on_cpu: bool) -> dict:
         logging_steps=recipe.logging_steps,
         save_strategy=recipe.save_strategy,
         save_total_limit=recipe.save_total_limit,
+        report_to=[name.strip() for name in recipe.report_to.split(",")],  # "wandb,tensorboard" names both
         use_cpu=on_cpu,
         ddp_backend="gloo" if on_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         disable_tqdm=False,
@@ -153,7 +154,6 @@ def training_arguments(recipe: Recipe, output_dir: str, on_cpu: bool) -> Trainin
     return TrainingArguments(
         **training_kwargs(recipe, output_dir, on_cpu),
         eval_strategy=recipe.save_strategy,
-        report_to=[name.strip() for name in recipe.report_to.split(",")],  # "wandb,tensorboard" names both
         include_num_input_tokens_seen="non_padding",  # real tokens (attention-mask ones) for tunelab.monitoring
         remove_unused_columns=False,
         label_names=["labels"],
