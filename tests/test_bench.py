@@ -61,13 +61,13 @@ def test_padding_to_max_length_leaves_the_label_scores_unchanged(tiny_gpt2_dir):
 def test_bench_runs_reference_and_tunelab_alternating_and_writes_json_and_markdown(tiny_phi_dir, snli_dir, tmp_path):
     out = tmp_path / "bench"
     argv = ["--workload", "phi2_snli", "--model", str(tiny_phi_dir), "--dataset", str(snli_dir),
-            "--variants", "reference,tunelab,pad_to_max_length,generate_batched", "--steps", "1", "--warmup", "0",
+            "--variants", "reference,tunelab,pad_to_max_length,eval_in_order,generate_batched", "--steps", "1", "--warmup", "0",
             "--repeats", "2", "--eval_rows", "6", "--eval_repeats", "1", "--threads", "1", "--out", str(out)]
     bench.main(argv)
     [json_file], [md_file] = out.glob("*.json"), out.glob("*.md")
     summary = json.loads(json_file.read_text())
     results = {r["variant"]["name"]: r for r in summary["results"]}
-    assert list(results) == ["reference", "tunelab", "pad_to_max_length", "generate_batched"]
+    assert list(results) == ["reference", "tunelab", "pad_to_max_length", "eval_in_order", "generate_batched"]
     reference, tunelab = results["reference"], results["tunelab"]
     assert reference["train"]["speedup_vs_reference"] == pytest.approx(1.0)
     for result in results.values():
@@ -80,6 +80,8 @@ def test_bench_runs_reference_and_tunelab_alternating_and_writes_json_and_markdo
     assert results["pad_to_max_length"]["train"]["padding_percent"]["median"] > 70
     # Scoring variants are checked against tunelab's predictions; the generation ones report parse failures
     assert results["pad_to_max_length"]["eval"]["agreement_with_tunelab_percent"] == pytest.approx(100.0)
+    assert results["eval_in_order"]["eval"]["agreement_with_tunelab_percent"] == pytest.approx(100.0)
+    assert results["eval_in_order"]["train"]["same_as"] == "tunelab"
     assert 0 <= reference["eval"]["unparsed_percent"] <= 100 and "agreement_with_tunelab_percent" not in reference["eval"]
     # A variant that trains like an earlier one is not trained again: its figures are that one's
     assert results["generate_batched"]["train"]["same_as"] == "reference"

@@ -137,3 +137,39 @@ def test_metrics_agree_with_scikit_learn():
     assert metrics["macro_f1"] == pytest.approx(f1_score(gold, predicted, average="macro"))
     assert sum(map(sum, metrics["confusion_matrix"])) == 200
     assert metrics["per_class"]["neutral"]["support"] == gold.count("neutral")
+
+
+def test_predict_scores_longest_first_and_returns_every_row_in_its_place(tiny_gpt2_dir, tmp_path):
+    from tunelab.nli import predict
+
+    # group_by_length on: transformers' own evaluation sampler would shuffle the rows into length groups
+    recipe = tiny_recipe(tiny_gpt2_dir, tmp_path, lora_target_modules=["c_attn"], group_by_length=True,
+                         per_device_eval_batch_size=2)
+    tokenizer = load_tokenizer(recipe)
+    model = load_model(recipe).eval()
+    label_ids = label_token_ids(tokenizer, recipe.label_words, "first_token")
+    rows = separable_rows(9, seed=4)
+    for i, row in enumerate(rows):  # lengths that differ, in no sorted order
+        row["premise"] = row["premise"] + " It is sunny." * (i * 5 % 7)
+    dataset, _ = tokenize_rows(rows, tokenizer, 96, 1)
+    collate = NLICollator(tokenizer.pad_token_id, label_ids)
+    trainer = NLITrainer(model=model, args=training_arguments(recipe, str(recipe.run_dir), on_cpu=True),
+                         data_collator=collate, label_ids=label_ids, scoring="first_token")
+    probabilities = predict(trainer, dataset)
+    with torch.no_grad():
+        alone = torch.cat([label_scores(model, collate([dict(f)]), label_ids, "first_token") for f in dataset])
+    np.testing.assert_allclose(probabilities, alone.softmax(-1).numpy(), atol=1e-5)
+
+
+def test_group_by_length_uses_transformers_length_grouped_sampler(tiny_gpt2_dir, tmp_path):
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    for grouped in (False, True):
+        recipe = tiny_recipe(tiny_gpt2_dir, tmp_path, lora_target_modules=["c_attn"], group_by_length=grouped)
+        tokenizer = load_tokenizer(recipe)
+        dataset, _ = tokenize_rows(separable_rows(24, seed=5), tokenizer, 64, 1)
+        trainer = NLITrainer(model=load_model(recipe), train_dataset=dataset,
+                             args=training_arguments(recipe, str(recipe.run_dir), on_cpu=True),
+                             label_ids=label_token_ids(tokenizer, recipe.label_words, "first_token"),
+                             scoring="first_token")
+        assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler) is grouped

@@ -15,8 +15,10 @@ Further variants change one thing of `tunelab` (or of `reference`) each, to meas
 optimization on its own (`--variants` lists them; `VARIANTS` says what each changes).
 
 Each repetition times `--steps` training steps (forward, backward, optimizer step) after
-`--warmup` untimed ones, then evaluation of `--eval_rows` rows, for every variant in turn; the
-median and the spread (min-max) over `--repeats` repetitions are reported. Memory is the peak
+`--warmup` untimed ones for every variant in turn (each repetition starting with another
+variant), then all the training repetitions are followed by `--eval_repeats` timed evaluations
+of `--eval_rows` test rows; the median and the spread (min-max) over the repetitions are
+reported. A variant that trains (or evaluates) exactly like an earlier one is not run again. Memory is the peak
 during the phase: CUDA's allocator peak on a GPU, the process's resident memory on a CPU
 (sampled every 2 ms, after returning freed memory to the system). MFU (GPU only) counts the
 model's FLOPs per real token (`monitoring.flops_per_token`) against the device's dense peak.
@@ -62,18 +64,19 @@ class Variant:
     changes: str
     loss: str = "label_word"  # or "full_lm": causal-LM loss over the whole formatted text and vocabulary
     padding: str = "longest"  # or "max_length"
-    group_by_length: bool = False  # batches of similar lengths (transformers' LengthGroupedSampler)
+    group_by_length: bool | None = None  # None: as the recipe says; batches of similar lengths (LengthGroupedSampler)
     attention: str | None = None  # None: the model's default (SDPA); or "eager"
     autocast_bf16: bool = False
     compile: bool = False
     batch_scale: int = 1  # train batch = the recipe's per_device_train_batch_size x batch_scale
     gradient_checkpointing: bool | None = None  # None: as the recipe says
     evaluation: str = "score"  # or "generate"
+    eval_longest_first: bool = True  # score the rows sorted by length (nli.predict); the notebooks do not
     eval_batch_size: int | None = None  # None: the recipe's per_device_eval_batch_size
 
 
-REFERENCE = Variant("reference", "the notebooks' approach", loss="full_lm", padding="max_length", evaluation="generate",
-                    eval_batch_size=1)
+REFERENCE = Variant("reference", "the notebooks' approach", loss="full_lm", padding="max_length",
+                    group_by_length=False, evaluation="generate", eval_longest_first=False, eval_batch_size=1)
 TUNELAB = Variant("tunelab", "the recipe as shipped")
 VARIANTS = {variant.name: variant for variant in (
     REFERENCE,
@@ -82,6 +85,10 @@ VARIANTS = {variant.name: variant for variant in (
     replace(TUNELAB, name="full_lm_loss", changes="tunelab, LM loss over the full vocabulary and text",
             loss="full_lm"),
     replace(TUNELAB, name="group_by_length", changes="tunelab, batches grouped by length", group_by_length=True),
+    replace(TUNELAB, name="random_order", changes="tunelab, batches in random order (not grouped by length)",
+            group_by_length=False),
+    replace(TUNELAB, name="eval_in_order", changes="tunelab, evaluation rows in their order (not longest first)",
+            eval_longest_first=False),
     replace(TUNELAB, name="eager_attention", changes="tunelab, eager attention instead of SDPA", attention="eager"),
     replace(TUNELAB, name="bf16_autocast", changes="tunelab, bf16 autocast", autocast_bf16=True),
     replace(TUNELAB, name="torch_compile", changes="tunelab, torch.compile(dynamic=True)", compile=True),
@@ -187,15 +194,17 @@ def prepare_inputs(recipe: NLIRecipe, args: argparse.Namespace) -> Inputs:
     return inputs
 
 
-def train_batches(inputs: Inputs, variant: Variant, batch_size: int, count: int, seed: int) -> list[list[int]]:
-    """`count` batches of row indices; grouped by length with transformers' own sampler when the variant asks."""
+def train_batches(inputs: Inputs, variant: Variant, batch_size: int, accumulation: int, count: int,
+                  seed: int) -> list[list[int]]:
+    """`count` batches of row indices; grouped by length with the sampler the Trainer uses when the variant asks
+    (which groups by batch size x gradient accumulation steps, as the Trainer does)."""
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     indices = list(range(len(inputs.train_rows)))
     if variant.group_by_length:
         lengths = [len(inputs.prompt_ids[i]) for i in indices]
         generator = torch.Generator().manual_seed(seed)
-        indices = list(LengthGroupedSampler(batch_size, lengths=lengths, generator=generator))
+        indices = list(LengthGroupedSampler(batch_size * accumulation, lengths=lengths, generator=generator))
     needed = batch_size * count
     ordered = (indices * math.ceil(needed / len(indices)))[:needed]
     return [ordered[i:i + batch_size] for i in range(0, needed, batch_size)]
@@ -298,7 +307,7 @@ class Bench:
         """The model as the variant runs it (attention, checkpointing, compilation, autocast); undone after."""
         base = self.model.get_base_model()
         attention = base.config._attn_implementation
-        checkpointing = base.is_gradient_checkpointing
+        checkpointing = base.is_activation_checkpointing
         if variant.attention:
             base.set_attn_implementation(variant.attention)
         if variant.gradient_checkpointing is not None and variant.gradient_checkpointing != checkpointing:
@@ -313,13 +322,14 @@ class Bench:
                 yield model
         finally:
             base.set_attn_implementation(attention)
-            if base.is_gradient_checkpointing != checkpointing:
+            if base.is_activation_checkpointing != checkpointing:
                 set_checkpointing(base, checkpointing)
 
     def train(self, variant: Variant, repeat: int) -> Measured:
         batch_size = self.recipe.per_device_train_batch_size * variant.batch_scale
         steps, warmup = self.args.steps, self.args.warmup
-        batches = train_batches(self.inputs, variant, batch_size, warmup + steps, seed=repeat)
+        batches = train_batches(self.inputs, variant, batch_size, self.recipe.gradient_accumulation_steps,
+                                warmup + steps, seed=repeat)
         optimizer = self.optimizers.setdefault(variant.name, torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad], lr=self.recipe.learning_rate))
         self.model.train()
@@ -354,6 +364,8 @@ class Bench:
         self.model.eval()
         first_train = len(self.inputs.train_rows)
         rows = list(range(first_train, first_train + len(self.inputs.eval_rows)))
+        if variant.eval_longest_first:
+            rows.sort(key=lambda row: -len(self.inputs.prompt_ids[row]))
         batch_size = variant.eval_batch_size
         predict = self._score if variant.evaluation == "score" else self._generate
         with self.applied(variant) as model:
@@ -364,7 +376,8 @@ class Bench:
                 results = [predict(model, variant, rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
                 synchronize(self.device)
                 seconds = time.perf_counter() - start
-        predictions = [p for batch_predictions, _, _ in results for p in batch_predictions]
+        scored = dict(zip(rows, (p for batch_predictions, _, _ in results for p in batch_predictions)))
+        predictions = [scored[row] for row in sorted(rows)]
         extra = {"predictions": predictions}
         if variant.evaluation == "generate":
             extra["unparsed_percent"] = 100.0 * predictions.count(-1) / len(predictions)
@@ -443,11 +456,11 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     train_runs = {name: [] for name in set(train_owner.values())}
     eval_runs = {name: [] for name in set(eval_owner.values())}
     for repeat in range(args.repeats):
-        for variant in (v for v in variants if v.name in train_runs):
+        for variant in rotated([v for v in variants if v.name in train_runs], repeat):
             train_runs[variant.name].append(bench.train(variant, repeat))
             say(f"repeat {repeat + 1}/{args.repeats} {variant.name:>18} train {rates(train_runs[variant.name][-1])}")
     for repeat in range(args.eval_repeats):
-        for variant in (v for v in variants if v.name in eval_runs):
+        for variant in rotated([v for v in variants if v.name in eval_runs], repeat):
             eval_runs[variant.name].append(bench.evaluate(variant))
             say(f"repeat {repeat + 1}/{args.eval_repeats} {variant.name:>18} eval  {rates(eval_runs[variant.name][-1])}")
     train_runs = {v.name: train_runs[train_owner[v.name]] for v in variants}
@@ -455,16 +468,23 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     return summarise(args, workload, bench, variants, train_runs, eval_runs, train_owner, eval_owner)
 
 
+def rotated(variants: list[Variant], repeat: int) -> list[Variant]:
+    """A different variant first in each repetition, so that no variant always follows the same one."""
+    shift = repeat % len(variants)
+    return variants[shift:] + variants[:shift]
+
+
 TRAIN_FIELDS = ("loss", "padding", "group_by_length", "attention", "autocast_bf16", "compile", "batch_scale",
                 "gradient_checkpointing")
-EVAL_FIELDS = ("evaluation", "padding", "attention", "autocast_bf16", "compile", "eval_batch_size")
+EVAL_FIELDS = ("evaluation", "eval_longest_first", "padding", "attention", "autocast_bf16", "compile", "eval_batch_size")
 
 
 def resolved(variant: Variant, recipe: NLIRecipe) -> Variant:
     """The variant with the recipe's values where it keeps them (None)."""
     checkpointing = recipe.gradient_checkpointing if variant.gradient_checkpointing is None \
         else variant.gradient_checkpointing
-    return replace(variant, gradient_checkpointing=checkpointing,
+    grouped = recipe.group_by_length if variant.group_by_length is None else variant.group_by_length
+    return replace(variant, gradient_checkpointing=checkpointing, group_by_length=grouped,
                    eval_batch_size=variant.eval_batch_size or recipe.per_device_eval_batch_size)
 
 
@@ -486,12 +506,13 @@ def summarise(args, workload: Workload, bench: Bench, variants: list[Variant], t
 
     recipe, model = bench.recipe, bench.model
     base = model.get_base_model()
-    flops, flops_note = flops_per_token(model, gradient_checkpointing=base.is_gradient_checkpointing)
+    flops_note = flops_per_token(model, gradient_checkpointing=recipe.gradient_checkpointing)[1]
     device_name = torch.cuda.get_device_name() if bench.device.type == "cuda" else None
     dtype = torch.bfloat16 if device_name and recipe.precision in ("auto", "bf16") else torch.float32
     peak, peak_note = peak_flops(device_name, dtype)
     results = []
     for variant in variants:
+        flops = flops_per_token(model, gradient_checkpointing=variant.gradient_checkpointing)[0]
         train = phase_figures(train_runs[variant.name], flops / peak if peak else None)
         evaluation = phase_figures(eval_runs[variant.name], None)
         first = eval_runs[variant.name][0].extra
@@ -530,16 +551,19 @@ def summarise(args, workload: Workload, bench: Bench, variants: list[Variant], t
     }
 
 
-def phase_figures(runs: list[Measured], seconds_per_flop_per_token: float | None) -> dict:
-    """Median and spread (min, max) of each rate over the repetitions, and the highest peak memory."""
+def phase_figures(runs: list[Measured], peak_seconds_per_token: float | None) -> dict:
+    """Median and spread (min, max) of each rate over the repetitions, and the highest peak memory.
+
+    `peak_seconds_per_token`: the model's training FLOPs per token over the device's peak FLOP/s (None: no MFU).
+    """
     figures = {}
     for name, per_run in (("samples_per_s", [r.samples / r.seconds for r in runs]),
                           ("tokens_per_s", [r.tokens / r.seconds for r in runs]),
                           ("padding_percent", [100.0 * (1 - r.tokens / r.padded_tokens) for r in runs])):
         figures[name] = {"median": statistics.median(per_run), "min": min(per_run), "max": max(per_run)}
     figures["peak_memory_gib"] = max(r.peak_bytes for r in runs) / GIB
-    if seconds_per_flop_per_token is not None:
-        figures["mfu_percent"] = 100.0 * figures["tokens_per_s"]["median"] * seconds_per_flop_per_token
+    if peak_seconds_per_token is not None:
+        figures["mfu_percent"] = 100.0 * figures["tokens_per_s"]["median"] * peak_seconds_per_token
     return figures
 
 
@@ -579,9 +603,9 @@ def markdown(summary: dict) -> str:
                                         *eval_cells(result)]) + " |")
     mfu = [f"{r['variant']['name']} {r['train']['mfu_percent']:.1f}%" for r in summary["results"]
            if "mfu_percent" in r["train"]]
-    lines += ["", f"MFU (training): {', '.join(mfu)}." if mfu else "", summary["mfu"] + ".", "",
+    lines += ["", *([f"MFU (training): {', '.join(mfu)}."] if mfu else []), summary["mfu"] + ".", "",
               f"Command: `{summary['command']}`"]
-    return "\n".join(line for line in lines if line is not None) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def train_cells(result: dict) -> list[str]:

@@ -72,6 +72,7 @@ class Recipe:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     optim: str = "adamw_torch"
+    group_by_length: bool = False  # batches of similar lengths (less padding); order still seeded and resumable
     logging_steps: int = 10
     save_strategy: str = "epoch"
     save_total_limit: int | None = 2

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import has_length
 
 from tunelab.config import Recipe
 from tunelab.errors import TunelabError
@@ -103,6 +105,16 @@ class NLITrainer(Trainer):
         loss = F.cross_entropy(scores, inputs["labels"])
         return (loss, scores) if return_outputs else loss
 
+    def _get_eval_sampler(self, eval_dataset):
+        """Evaluation rows in their order, always: predictions are matched to rows by position.
+
+        transformers would shuffle them into length groups when train_sampling_strategy is
+        group_by_length; `nli.predict` sorts rows by length itself and puts the predictions back.
+        """
+        if eval_dataset is None or not has_length(eval_dataset):
+            return None
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
@@ -137,6 +149,7 @@ def training_kwargs(recipe: Recipe, output_dir: str, on_cpu: bool) -> dict:
         weight_decay=recipe.weight_decay,
         max_grad_norm=recipe.max_grad_norm,
         optim=recipe.optim,
+        train_sampling_strategy="group_by_length" if recipe.group_by_length else "random",
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         logging_steps=recipe.logging_steps,
