@@ -60,7 +60,7 @@ def ids(rows: list[dict]) -> list[str]:
 def test_recipe_defaults_are_the_reference_run():
     r = RECIPE
     assert (r.model_name_or_path, r.load_in_4bit, r.precision, r.gradient_checkpointing) == (
-        "openai-community/gpt2-large", False, "auto", True)
+        "openai-community/gpt2-large", False, "auto", False)
     assert (r.lora_r, r.lora_alpha, r.lora_dropout, r.lora_target_modules) == (16, 32, 0.1, ["c_attn", "c_proj", "c_fc"])
     assert (r.dataset, r.train_split, r.test_splits) == (
         "nyu-mll/multi_nli", "train", ["validation_matched", "validation_mismatched"])
@@ -75,7 +75,7 @@ def test_plan_shows_the_reference_batch_and_rows_offline(capsys):
     plan = capsys.readouterr().out
     assert "effective batch 36 = per-device 6 × accumulation 6" in plan
     assert "training rows: 45000; optimizer steps: 3750" in plan
-    assert "gradient checkpointing on" in plan
+    assert "gradient checkpointing off" in plan
 
 
 def test_sampling_is_seeded_reproducible_and_disjoint(mnli_dir):

@@ -20,7 +20,7 @@ variant), then all the training repetitions are followed by `--eval_repeats` tim
 of `--eval_rows` test rows; the median and the spread (min-max) over the repetitions are
 reported. A variant that trains (or evaluates) exactly like an earlier one is not run again. Memory is the peak
 during the phase: CUDA's allocator peak on a GPU, the process's resident memory on a CPU
-(sampled every 2 ms, after returning freed memory to the system). MFU (GPU only) counts the
+(sampled every 10 ms, after returning freed memory to the system). MFU (GPU only) counts the
 model's FLOPs per real token (`monitoring.flops_per_token`) against the device's dense peak.
 Evaluation variants that score labels are compared with tunelab's predictions on the same
 weights: `agreement` should be 100% for an optimization that keeps the results.
@@ -95,6 +95,7 @@ VARIANTS = {variant.name: variant for variant in (
     replace(TUNELAB, name="batch_x2", changes="tunelab, twice the batch size", batch_scale=2),
     replace(TUNELAB, name="no_checkpointing", changes="tunelab, gradient checkpointing off",
             gradient_checkpointing=False),
+    replace(TUNELAB, name="checkpointing", changes="tunelab, gradient checkpointing on", gradient_checkpointing=True),
     replace(REFERENCE, name="generate_batched", changes="reference, generation batched (eval batch size)",
             eval_batch_size=None),
 )}
@@ -261,7 +262,7 @@ class PeakMemory:
         return self
 
     def _sample(self) -> None:
-        while not self._done.wait(0.002):
+        while not self._done.wait(0.01):
             self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
 
     def __exit__(self, *exc_info) -> None:
