@@ -34,10 +34,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import json
 import math
 import os
 import random
+import shutil
 import statistics
 import sys
 import threading
@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tunelab.config import NLIRecipe
+from tunelab.config import NLI_LABELS, NLIRecipe
 from tunelab.errors import TunelabError
 
 GIB = 1024**3
@@ -151,12 +151,15 @@ def published_model(name: str, layers: int | None, recipe: NLIRecipe) -> Path:
     dtype = compute_dtype(recipe.precision)
     cache = Path(os.environ.get("TUNELAB_CACHE", Path.home() / ".cache" / "tunelab"))
     folder = cache / "bench" / f"{name}-{config.num_hidden_layers}layers-{str(dtype).removeprefix('torch.')}"
-    if not (folder / "model.safetensors").exists() and not (folder / "model.safetensors.index.json").exists():
+    if not folder.exists():
         say(f"building {name} with {config.num_hidden_layers} layers and random weights in {folder}")
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-        model.save_pretrained(folder)
-        load_gpt2_tokenizer().save_pretrained(folder)
+        staging = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging)
+        load_gpt2_tokenizer().save_pretrained(staging)
+        staging.rename(folder)  # complete or absent: an interrupted build is redone
     return folder
 
 
@@ -187,7 +190,7 @@ def prepare_inputs(recipe: NLIRecipe, args: argparse.Namespace) -> Inputs:
     inputs = Inputs(tokenizer, label_ids, train_rows, eval_rows)
     reserve = max(map(len, label_ids)) if recipe.label_scoring == "sequence" else 1
     tokenized, _ = tokenize_rows(train_rows + eval_rows, tokenizer, recipe.max_length, reserve)
-    words = dict(zip(("entailment", "neutral", "contradiction"), recipe.label_words))
+    words = dict(zip(NLI_LABELS, recipe.label_words))
     for index, (row, example) in enumerate(zip(train_rows + eval_rows, tokenized)):
         inputs.prompt_ids[index] = example["input_ids"]
         text = format_prompt(row["premise"], row["hypothesis"]) + " " + words[row["label"]]
@@ -348,7 +351,7 @@ class Bench:
     def _train_step(self, model, optimizer, variant: Variant, rows: list[int]) -> tuple[int, int]:
         from tunelab.trainer import label_scores
 
-        labels = [NLI_INDEX[self.inputs.train_rows[i]["label"]] for i in rows]
+        labels = [NLI_LABELS.index(self.inputs.train_rows[i]["label"]) for i in rows]
         batch = to_device(collate(self.inputs, rows, variant, self.recipe, labels), self.device)
         if variant.loss == "label_word":  # NLITrainer.compute_loss
             loss = F.cross_entropy(label_scores(model, batch, self.inputs.label_ids, self.recipe.label_scoring),
@@ -407,9 +410,6 @@ class Bench:
         answers = tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
         return [parse_label(answer, self.recipe.label_words) for answer in answers], \
             int(attention_mask.sum()) + new_tokens * len(rows), output.numel()
-
-
-NLI_INDEX = {"entailment": 0, "neutral": 1, "contradiction": 2}
 
 
 def parse_label(answer: str, label_words: list[str]) -> int:

@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
