@@ -180,7 +180,7 @@ class Inputs:
 def prepare_inputs(recipe: NLIRecipe, args: argparse.Namespace) -> Inputs:
     from tunelab.data import format_prompt, load_nli_split, tokenize_rows
     from tunelab.models import load_tokenizer
-    from tunelab.trainer import label_token_ids
+    from tunelab.trainer import answer_room, label_token_ids
 
     tokenizer = load_tokenizer(recipe)
     label_ids = label_token_ids(tokenizer, recipe.label_words, recipe.label_scoring)
@@ -188,7 +188,7 @@ def prepare_inputs(recipe: NLIRecipe, args: argparse.Namespace) -> Inputs:
     eval_rows = load_nli_split(recipe, recipe.test_splits[0])[: args.eval_rows]
     random.Random(recipe.seed).shuffle(train_rows)
     inputs = Inputs(tokenizer, label_ids, train_rows, eval_rows)
-    reserve = max(map(len, label_ids)) if recipe.label_scoring == "sequence" else 1
+    reserve = answer_room(label_ids, recipe.label_scoring)
     tokenized, _ = tokenize_rows(train_rows + eval_rows, tokenizer, recipe.max_length, reserve)
     words = dict(zip(NLI_LABELS, recipe.label_words))
     for index, (row, example) in enumerate(zip(train_rows + eval_rows, tokenized)):
@@ -349,13 +349,12 @@ class Bench:
                         memory.peak_bytes)
 
     def _train_step(self, model, optimizer, variant: Variant, rows: list[int]) -> tuple[int, int]:
-        from tunelab.trainer import label_scores
+        from tunelab.trainer import label_word_loss
 
         labels = [NLI_LABELS.index(self.inputs.train_rows[i]["label"]) for i in rows]
         batch = to_device(collate(self.inputs, rows, variant, self.recipe, labels), self.device)
-        if variant.loss == "label_word":  # NLITrainer.compute_loss
-            loss = F.cross_entropy(label_scores(model, batch, self.inputs.label_ids, self.recipe.label_scoring),
-                                   batch["labels"])
+        if variant.loss == "label_word":
+            loss, _ = label_word_loss(model, batch, self.inputs.label_ids, self.recipe.label_scoring)
         else:
             loss = model(**batch).loss
         loss.backward()

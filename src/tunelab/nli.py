@@ -62,7 +62,14 @@ from tunelab.rundir import (
     record_start,
     release_run_lock,
 )
-from tunelab.trainer import NLICollator, NLITrainer, accuracy_metric, label_token_ids, training_arguments
+from tunelab.trainer import (
+    NLICollator,
+    NLITrainer,
+    accuracy_metric,
+    answer_room,
+    label_token_ids,
+    training_arguments,
+)
 from tunelab.tracking import check_tracking, finish_wandb, start_wandb
 
 MODELS = ("baseline", "finetuned")
@@ -246,7 +253,7 @@ class NLIRun:
 
     def tokenized(self, split: str):
         if split not in self._tokenized:
-            reserve = max(map(len, self.label_ids)) if self.recipe.label_scoring == "sequence" else 1
+            reserve = answer_room(self.label_ids, self.recipe.label_scoring)
             rows = self.rows[split]
             progress = f"Tokenizing {split}" if self.state.is_main_process else None
             self._tokenized[split], truncated = tokenize_rows(rows, self.tokenizer, self.recipe.max_length, reserve,

@@ -89,6 +89,18 @@ def label_scores(model, batch: dict[str, torch.Tensor], label_ids: list[list[int
     return word_logprobs.view(-1, len(label_ids))
 
 
+def label_word_loss(model, batch: dict[str, torch.Tensor], label_ids: list[list[int]],
+                    scoring: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cross-entropy over the label scores, the scores): the NLI training loss."""
+    scores = label_scores(model, batch, label_ids, scoring)
+    return F.cross_entropy(scores, batch["labels"]), scores
+
+
+def answer_room(label_ids: list[list[int]], scoring: str) -> int:
+    """Tokens a prompt must leave free within max_length: the answer position, or the whole label word."""
+    return max(map(len, label_ids)) if scoring == "sequence" else 1
+
+
 class NLITrainer(Trainer):
     """transformers' Trainer with the label-word classification loss and scores as predictions."""
 
@@ -101,8 +113,7 @@ class NLITrainer(Trainer):
         self.scoring = scoring
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        scores = label_scores(model, inputs, self.label_ids, self.scoring)
-        loss = F.cross_entropy(scores, inputs["labels"])
+        loss, scores = label_word_loss(model, inputs, self.label_ids, self.scoring)
         return (loss, scores) if return_outputs else loss
 
     def _get_eval_sampler(self, eval_dataset):
