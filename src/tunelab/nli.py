@@ -253,8 +253,8 @@ class NLIRun:
 
     def tokenized(self, split: str):
         if split not in self._tokenized:
+            rows = self.rows[split]  # first: bad data fails before the tokenizer loads
             reserve = answer_room(self.label_ids, self.recipe.label_scoring)
-            rows = self.rows[split]
             progress = f"Tokenizing {split}" if self.state.is_main_process else None
             self._tokenized[split], truncated = tokenize_rows(rows, self.tokenizer, self.recipe.max_length, reserve,
                                                               progress=progress)
