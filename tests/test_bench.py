@@ -61,13 +61,15 @@ def test_padding_to_max_length_leaves_the_label_scores_unchanged(tiny_gpt2_dir):
 def test_bench_runs_reference_and_tunelab_alternating_and_writes_json_and_markdown(tiny_phi_dir, snli_dir, tmp_path):
     out = tmp_path / "bench"
     argv = ["--workload", "phi2_snli", "--model", str(tiny_phi_dir), "--dataset", str(snli_dir),
-            "--variants", "reference,tunelab,pad_to_max_length,eval_in_order,generate_batched", "--steps", "1", "--warmup", "0",
+            "--variants", "reference,tunelab,pad_to_max_length,eval_in_order,generate_batched,lora_unmerged",
+            "--steps", "1", "--warmup", "0",
             "--repeats", "2", "--eval_rows", "6", "--eval_repeats", "1", "--threads", "1", "--out", str(out)]
     bench.main(argv)
     [json_file], [md_file] = out.glob("*.json"), out.glob("*.md")
     summary = json.loads(json_file.read_text())
     results = {r["variant"]["name"]: r for r in summary["results"]}
-    assert list(results) == ["reference", "tunelab", "pad_to_max_length", "eval_in_order", "generate_batched"]
+    assert list(results) == ["reference", "tunelab", "pad_to_max_length", "eval_in_order", "generate_batched",
+                             "lora_unmerged"]
     reference, tunelab = results["reference"], results["tunelab"]
     assert reference["train"]["speedup_vs_reference"] == pytest.approx(1.0)
     for result in results.values():
@@ -86,12 +88,27 @@ def test_bench_runs_reference_and_tunelab_alternating_and_writes_json_and_markdo
     # A variant that trains like an earlier one is not trained again: its figures are that one's
     assert results["generate_batched"]["train"]["same_as"] == "reference"
     assert results["generate_batched"]["eval"]["same_as"] == "generate_batched"
+    # phi2_snli is 4-bit: its LoRA weights are never merged, so "unmerged" evaluates exactly like tunelab
+    assert results["lora_unmerged"]["eval"]["same_as"] == "tunelab"
     assert summary["prompt_tokens"]["max"] <= summary["max_length"] and summary["settings"]["repeats"] == 2
     assert summary["device"] == "cpu" and "MFU omitted" in summary["mfu"]
     table = md_file.read_text()
     assert "| reference | the notebooks' approach |" in table and "| tunelab | the recipe as shipped |" in table
     assert "| generate_batched | reference, generation batched (eval batch size) | as reference |" in table
     assert "tunelab bench --workload phi2_snli" in table
+
+
+def test_bench_merges_lora_for_evaluation_where_the_weights_are_not_4bit(tiny_llama_dir, snli_dir, tmp_path):
+    out = tmp_path / "bench"
+    bench.main(["--workload", "smollm2_snli", "--model", str(tiny_llama_dir), "--dataset", str(snli_dir),
+                "--variants", "tunelab,lora_unmerged,score_one_row", "--steps", "1", "--warmup", "0", "--repeats", "1",
+                "--eval_rows", "6", "--eval_repeats", "1", "--threads", "1", "--out", str(out)])
+    [json_file] = out.glob("*.json")
+    results = {r["variant"]["name"]: r for r in json.loads(json_file.read_text())["results"]}
+    assert results["tunelab"]["variant"]["merge_lora"] and not results["lora_unmerged"]["variant"]["merge_lora"]
+    for name in ("lora_unmerged", "score_one_row"):
+        assert results[name]["train"]["same_as"] == "tunelab" and results[name]["eval"]["same_as"] == name
+        assert results[name]["eval"]["agreement_with_tunelab_percent"] == pytest.approx(100.0)
 
 
 def test_unknown_variant_is_refused_with_the_choices():

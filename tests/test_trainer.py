@@ -173,3 +173,41 @@ def test_group_by_length_uses_transformers_length_grouped_sampler(tiny_gpt2_dir,
                              label_ids=label_token_ids(tokenizer, recipe.label_words, "first_token"),
                              scoring="first_token")
         assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler) is grouped
+
+
+def test_adapter_merged_scores_as_the_adapter_does_and_restores_the_weights(tiny_gpt2_dir, tmp_path):
+    from peft.tuners.lora import LoraLayer
+
+    from tunelab.models import adapter_merged
+
+    model = load_model(tiny_recipe(tiny_gpt2_dir, tmp_path, lora_target_modules=["c_attn", "c_fc"])).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)  # a trained adapter: merging it changes the base weights
+    base_weights = {name: p.detach().clone() for name, p in model.named_parameters() if "lora_" not in name}
+    lora_layers = [module for module in model.modules() if isinstance(module, LoraLayer)]
+    input_ids = torch.randint(0, model.config.vocab_size, (2, 12))
+    with torch.no_grad():
+        with_adapter = model(input_ids=input_ids).logits
+        with adapter_merged(model) as merged:
+            assert merged and all(layer.merged for layer in lora_layers)
+            changed = [n for n, p in model.named_parameters() if n in base_weights and not torch.equal(p, base_weights[n])]
+            merged_logits = model(input_ids=input_ids).logits
+    assert changed, "merging a non-zero adapter must change the base weights"
+    torch.testing.assert_close(merged_logits, with_adapter, atol=1e-4, rtol=1e-4)
+    assert not any(layer.merged for layer in lora_layers)
+    for name, parameter in model.named_parameters():
+        if name in base_weights:
+            torch.testing.assert_close(parameter, base_weights[name], atol=1e-5, rtol=1e-5)
+
+
+def test_adapter_merged_leaves_4bit_weights_as_they_are(tiny_llama_dir, tmp_path):
+    from peft.tuners.lora import LoraLayer
+
+    from tunelab.models import adapter_merged
+
+    model = load_model(tiny_recipe(tiny_llama_dir, tmp_path, load_in_4bit=True, lora_target_modules=["q_proj"]))
+    with adapter_merged(model) as merged:
+        assert not merged
+        assert not any(m.merged for m in model.modules() if isinstance(m, LoraLayer))

@@ -10,7 +10,8 @@ Both implementations train the same LoRA model on the same rows, alternating in 
   vocabulary, evaluation by `generate` (one row at a time, as many new tokens as the longest
   label word) and parsing the label word out of the text;
 - `tunelab`, the recipe as shipped: prompts padded to the longest in the batch, the label-word loss
-  at the answer position only (`trainer.label_scores`), evaluation by the same scores.
+  at the answer position only (`trainer.label_scores`), evaluation by the same scores, rows longest
+  first, with the LoRA weights merged into the base weights unless those are 4-bit.
 Further variants change one thing of `tunelab` (or of `reference`) each, to measure every
 optimization on its own (`--variants` lists them; `VARIANTS` says what each changes).
 
@@ -73,10 +74,12 @@ class Variant:
     evaluation: str = "score"  # or "generate"
     eval_longest_first: bool = True  # score the rows sorted by length (nli.predict); the notebooks do not
     eval_batch_size: int | None = None  # None: the recipe's per_device_eval_batch_size
+    merge_lora: bool = True  # evaluate with the LoRA weights merged into the base weights (models.adapter_merged)
 
 
 REFERENCE = Variant("reference", "the notebooks' approach", loss="full_lm", padding="max_length",
-                    group_by_length=False, evaluation="generate", eval_longest_first=False, eval_batch_size=1)
+                    group_by_length=False, evaluation="generate", eval_longest_first=False, eval_batch_size=1,
+                    merge_lora=False)
 TUNELAB = Variant("tunelab", "the recipe as shipped")
 VARIANTS = {variant.name: variant for variant in (
     REFERENCE,
@@ -89,6 +92,9 @@ VARIANTS = {variant.name: variant for variant in (
             group_by_length=False),
     replace(TUNELAB, name="eval_in_order", changes="tunelab, evaluation rows in their order (not longest first)",
             eval_longest_first=False),
+    replace(TUNELAB, name="lora_unmerged", changes="tunelab, evaluation with the LoRA layers unmerged",
+            merge_lora=False),
+    replace(TUNELAB, name="score_one_row", changes="tunelab, evaluation one row at a time", eval_batch_size=1),
     replace(TUNELAB, name="eager_attention", changes="tunelab, eager attention instead of SDPA", attention="eager"),
     replace(TUNELAB, name="bf16_autocast", changes="tunelab, bf16 autocast", autocast_bf16=True),
     replace(TUNELAB, name="torch_compile", changes="tunelab, torch.compile(dynamic=True)", compile=True),
@@ -364,6 +370,8 @@ class Bench:
 
     @torch.no_grad()
     def evaluate(self, variant: Variant) -> Measured:
+        from tunelab.models import adapter_merged
+
         self.model.eval()
         first_train = len(self.inputs.train_rows)
         rows = list(range(first_train, first_train + len(self.inputs.eval_rows)))
@@ -371,7 +379,8 @@ class Bench:
             rows.sort(key=lambda row: -len(self.inputs.prompt_ids[row]))
         batch_size = variant.eval_batch_size
         predict = self._score if variant.evaluation == "score" else self._generate
-        with self.applied(variant) as model:
+        merged = adapter_merged(self.model) if variant.merge_lora else contextlib.nullcontext()
+        with self.applied(variant) as model, merged:
             if self.args.warmup:
                 predict(model, variant, rows[:batch_size])
             with PeakMemory(self.device) as memory:
@@ -476,7 +485,8 @@ def rotated(variants: list[Variant], repeat: int) -> list[Variant]:
 
 TRAIN_FIELDS = ("loss", "padding", "group_by_length", "attention", "autocast_bf16", "compile", "batch_scale",
                 "gradient_checkpointing")
-EVAL_FIELDS = ("evaluation", "eval_longest_first", "padding", "attention", "autocast_bf16", "compile", "eval_batch_size")
+EVAL_FIELDS = ("evaluation", "eval_longest_first", "padding", "attention", "autocast_bf16", "compile", "eval_batch_size",
+               "merge_lora")
 
 
 def resolved(variant: Variant, recipe: NLIRecipe) -> Variant:
@@ -485,7 +495,8 @@ def resolved(variant: Variant, recipe: NLIRecipe) -> Variant:
         else variant.gradient_checkpointing
     grouped = recipe.group_by_length if variant.group_by_length is None else variant.group_by_length
     return replace(variant, gradient_checkpointing=checkpointing, group_by_length=grouped,
-                   eval_batch_size=variant.eval_batch_size or recipe.per_device_eval_batch_size)
+                   eval_batch_size=variant.eval_batch_size or recipe.per_device_eval_batch_size,
+                   merge_lora=variant.merge_lora and not recipe.load_in_4bit)  # as adapter_merged decides
 
 
 def same_runs(variants: list[Variant], fields: tuple[str, ...]) -> dict[str, str]:
