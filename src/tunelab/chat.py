@@ -11,9 +11,13 @@ directory holds:
     eval/chat/{baseline,finetuned}/perplexity.json   held-out perplexity, assistant tokens only
     eval/chat/{baseline,finetuned}/replies.json      the fixed prompts answered by each model
     eval/chat/replies.csv         both models' replies side by side
-    progress.json, train_log.json, run_info.json (last: marks the run finished)
+    progress.json, monitoring.json, train_log.json, run_info.json (last: marks the run finished)
     report/report.{md,html,pdf}
     merged/                       after `tunelab merge RUN_DIR`
+
+The run directory, the train stage, W&B and the end-of-run summary are shared with the NLI
+pipeline (tunelab.pipeline); `adapter/` also holds tunelab_chat.json, written before the folder
+is renamed into place.
 
 Training data are conversations built from OASST1-style message trees (tunelab.chat_data).
 Only assistant turns are trained: prompt tokens get label -100, and each reply's end-of-turn
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -32,32 +35,19 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 from accelerate import PartialState
-from peft import set_peft_model_state_dict
-from safetensors.torch import load_file
-from transformers import TrainerCallback, set_seed
+from transformers import TrainerCallback
 
 from tunelab.chat_data import GENERAL_PROMPTS, load_chat_split
 from tunelab.chat_format import TEMPLATE_CHOICES, labels_from_masks, prepare_chat_tokenizer, tokenize_chat
-from tunelab.config import Recipe, _require, parse_recipe, recipe_to_dict
+from tunelab.config import Recipe, _require
 from tunelab.errors import TunelabError
-from tunelab.interrupts import StopOnSignal, TrainingInterrupted
-from tunelab.models import load_model, load_tokenizer, parameter_counts
-from tunelab.monitoring import Stopwatch, hardware_info, peak_memory, software_versions
-from tunelab.rundir import (
-    MarkCheckpointComplete,
-    acquire_run_lock,
-    atomic_write_json,
-    atomic_write_text,
-    last_complete_checkpoint,
-    prepare_run_dir,
-    record_start,
-    release_run_lock,
-)
+from tunelab.models import load_model, load_tokenizer
+from tunelab.pipeline import (MODELS, PipelineRun, process_state, run_recipe, run_stages, say, say_parameter_counts,
+                              to_csv, train)
+from tunelab.rundir import atomic_write_json, atomic_write_text
 from tunelab.trainer import training_kwargs
 
-MODELS = ("baseline", "finetuned")
 CHAT_INFO = "tunelab_chat.json"
 
 
@@ -96,33 +86,21 @@ class ChatRecipe(Recipe):
 
 def run(defaults: ChatRecipe, argv: list[str] | None = None) -> None:
     """Entry point of a chat recipe file: parse overrides, run, print errors on one line."""
-    from tunelab.cli import exit_on_error
-
-    argv = sys.argv[1:] if argv is None else argv
-    with exit_on_error(debug="--debug" in argv):
-        main(parse_recipe(defaults, argv))
+    run_recipe(main, defaults, argv)
 
 
 def main(recipe: ChatRecipe, callbacks: Sequence[TrainerCallback] = ()) -> Path:
     """Run the recipe's stages in order; returns the run directory."""
+    process_state()
     if recipe.dry_run:
         print_plan(recipe)
         return recipe.run_dir
-    set_seed(recipe.seed)
-    with ChatRun(recipe, callbacks) as run:
-        if "baseline" in recipe.stages:
-            evaluate_baseline(run)
-        if "train" in recipe.stages:
-            train(run)
-        if "evaluate" in recipe.stages:
-            evaluate_finetuned(run)
-        if "report" in recipe.stages:
-            write_run_report(run)
-        run.state.wait_for_everyone()
-    return run.dir
+    stages = {"baseline": evaluate_baseline, "train": train, "evaluate": evaluate_finetuned,
+              "report": write_run_report}
+    return run_stages(ChatRun, recipe, callbacks, stages)
 
 
-# ---------------------------------------------------------------------------- stages
+# ---------------------------------------------------------------------------- stages (train: tunelab.pipeline)
 
 def evaluate_baseline(run: ChatRun) -> None:
     """Held-out perplexity and the eval prompts' replies of the pretrained model (LoRA disabled)."""
@@ -132,32 +110,6 @@ def evaluate_baseline(run: ChatRun) -> None:
     run.tokenized  # data first, so bad data fails before a long model load
     with run.watch.phase("baseline_eval"), run.model.disable_adapter():
         run.evaluate("baseline")
-    run.save_progress()
-
-
-def train(run: ChatRun) -> None:
-    """LoRA SFT, resuming from the last checkpoint; stops with a checkpoint on a signal."""
-    checkpoints = run.dir / "checkpoints"
-    checkpoint = last_complete_checkpoint(checkpoints)
-    if checkpoint:
-        say(f"Resuming training from {checkpoint}")
-    with run.watch.phase("train"):
-        try:
-            run.trainer.train(resume_from_checkpoint=checkpoint)
-        finally:
-            run.stop_on_signal.restore()
-        if run.stop_on_signal.stopped_at_step is not None:
-            run.save_progress()
-            run.state.wait_for_everyone()  # no rank exits before rank 0 has written
-            step = run.stop_on_signal.stopped_at_step
-            raise TrainingInterrupted(
-                f"Interrupted by {run.stop_on_signal.signal_name} at step {step}: checkpoint saved in "
-                f"{checkpoints / f'checkpoint-{step}'}; run the same command again to resume")
-        run.trainer.save_model(str(run.dir / "adapter"))
-    run.adapter_ready = True
-    if run.state.is_main_process:
-        atomic_write_json(run.dir / "adapter" / CHAT_INFO, run.chat_info)
-        atomic_write_json(run.dir / "train_log.json", run.trainer.state.log_history)
     run.save_progress()
 
 
@@ -182,17 +134,7 @@ def write_run_report(run: ChatRun) -> None:
             raise TunelabError(f"{path} does not exist: run the baseline and evaluate stages first")
         perplexity[name] = json.loads(path.read_text())
     write_side_by_side(run.eval_dir)
-    progress = run.save_progress()
-    atomic_write_json(run.dir / "run_info.json", {
-        "task": "chat",
-        "recipe": run.recipe.run_name,
-        "model": run.recipe.model_name_or_path,
-        "dataset": run.recipe.dataset,
-        "language": run.recipe.language,
-        **progress,
-        "hardware": hardware_info(run.state.num_processes),
-        "software": software_versions(),
-    })
+    run.write_run_info(run.save_progress())
     report = write_report(run.dir)
     before, after = perplexity["baseline"]["perplexity"], perplexity["finetuned"]["perplexity"]
     say(f"Held-out perplexity (assistant tokens): baseline {before:.2f} -> fine-tuned {after:.2f} "
@@ -202,35 +144,12 @@ def write_run_report(run: ChatRun) -> None:
 
 # ---------------------------------------------------------------------------- the run
 
-class ChatRun:
-    """One run directory, locked while in use, plus what its stages share, each piece loaded on first use."""
+class ChatRun(PipelineRun):
+    """A chat run: its conversations, the tokenizer with its chat template, the model and TRL's SFTTrainer."""
 
-    def __init__(self, recipe: ChatRecipe, callbacks: Sequence[TrainerCallback]):
-        self.recipe = recipe
-        self.callbacks = list(callbacks)
-        self.state = PartialState()
-        self.dir = recipe.run_dir
-        self.eval_dir = self.dir / "eval" / "chat"
-        self.watch = Stopwatch()
-        self.adapter_ready = False
-        if self.state.is_main_process:
-            acquire_run_lock(self.dir)
-            try:
-                resuming = prepare_run_dir(self.dir, recipe.overwrite)
-            except TunelabError:
-                release_run_lock(self.dir)
-                raise
-            atomic_write_text(self.dir / "config.yaml", yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
-            record_start(self.dir / "progress.json")
-            say(f"{'Resuming' if resuming else 'Starting'} {recipe.run_name} in {self.dir}")
-        self.state.wait_for_everyone()
-
-    def __enter__(self) -> ChatRun:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self.state.is_main_process:
-            release_run_lock(self.dir)
+    @property
+    def eval_dir(self) -> Path:
+        return self.dir / "eval" / "chat"
 
     @cached_property
     def tokenizer(self):
@@ -276,14 +195,8 @@ class ChatRun:
         model.config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = stop_ids(self.chat_info, tokenizer)
-        counts = parameter_counts(model)
-        say(f"Trainable parameters: {counts['trainable']:,} of {counts['total']:,} ({counts['percent']:.4f}%), "
-            f"counted by {counts['counting']}")
+        say_parameter_counts(model)
         return model
-
-    @cached_property
-    def stop_on_signal(self) -> StopOnSignal:
-        return StopOnSignal()
 
     @cached_property
     def trainer(self):
@@ -301,7 +214,7 @@ class ChatRun:
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=self.tokenizer,
-            callbacks=[self.stop_on_signal, MarkCheckpointComplete(), *self.callbacks],
+            callbacks=self.trainer_callbacks(),
         )
         # SFTTrainer casts a quantized model's adapter weights to bf16 (the QLoRA paper's choice). Keep them in
         # the dtype PEFT made them (fp32): bf16 weights do not train under fp16 autocast on GPUs without bf16,
@@ -309,17 +222,7 @@ class ChatRun:
         for name, parameter in model.named_parameters():
             if name in adapter_dtypes and parameter.dtype != adapter_dtypes[name]:
                 parameter.data = parameter.data.to(adapter_dtypes[name])
-        return trainer
-
-    def load_saved_adapter(self) -> None:
-        """Put the saved adapter's weights into the model, unless this process just trained them."""
-        if self.adapter_ready:
-            return
-        weights = self.dir / "adapter" / "adapter_model.safetensors"
-        if not weights.exists():
-            raise TunelabError(f"{weights} does not exist: run the train stage first (--stages train)")
-        set_peft_model_state_dict(self.model, load_file(str(weights)))
-        self.adapter_ready = True
+        return self.add_monitor(trainer)
 
     def evaluate(self, name: str) -> None:
         """perplexity.json (all processes share the work) and replies.json (main process) of one model."""
@@ -347,28 +250,22 @@ class ChatRun:
                 f"assistant tokens; {sum(r['stopped'] for r in replies)} of {len(replies)} replies ended on their own")
         self.state.wait_for_everyone()
 
-    def save_progress(self) -> dict:
-        """Merge this process's figures into progress.json: timings add up over restarts and stages."""
-        path = self.dir / "progress.json"
-        progress = json.loads(path.read_text()) if path.exists() else {"timings_s": {}}
-        for phase, seconds in self.watch.seconds.items():
-            progress["timings_s"][phase] = progress["timings_s"].get(phase, 0.0) + seconds
-        self.watch.seconds.clear()
-        progress["timings_s"]["total"] = sum(v for k, v in progress["timings_s"].items() if k != "total")
-        if "model" in self.__dict__:
-            progress["parameters"] = parameter_counts(self.model)
-        if "tokenized" in self.__dict__:
-            progress["train_rows"] = len(self.tokenized["train"])
-            progress["eval_rows"] = {"held-out conversations": len(self.tokenized["eval"])}
-            progress["train_assistant_tokens"] = sum(sum(r["assistant_masks"]) for r in self.tokenized["train"])
-        if "tokenizer" in self.__dict__:
-            progress["chat_format"] = self.chat_info
-        memory = peak_memory()
-        if memory["peak_bytes"] > progress.get("memory", {}).get("peak_bytes", 0):
-            progress["memory"] = memory
-        if self.state.is_main_process:
-            atomic_write_json(path, progress)
-        return progress
+    def progress_fields(self) -> dict:
+        fields = {}
+        if self.loaded("tokenized"):
+            fields["train_rows"] = len(self.tokenized["train"])
+            fields["eval_rows"] = {"held-out conversations": len(self.tokenized["eval"])}
+            fields["train_assistant_tokens"] = sum(sum(r["assistant_masks"]) for r in self.tokenized["train"])
+        if self.loaded("tokenizer"):
+            fields["chat_format"] = self.chat_info
+        return fields
+
+    def identity(self) -> dict:
+        return {"task": "chat", **super().identity(), "language": self.recipe.language}
+
+    def add_to_adapter(self, folder: Path) -> None:
+        """tunelab_chat.json: the chat format (template, end-of-turn and pad tokens) the adapter learned."""
+        atomic_write_json(folder / CHAT_INFO, self.chat_info)
 
 
 def stop_ids(chat_info: dict, tokenizer) -> list[int]:
@@ -393,6 +290,7 @@ def sft_config(recipe: ChatRecipe, output_dir: str, on_cpu: bool):
         eval_strategy="steps" if evaluate else "no",
         eval_steps=recipe.eval_steps,
         max_length=recipe.max_length,
+        include_num_input_tokens_seen="non_padding",  # real tokens (attention-mask ones) for tunelab.monitoring
         packing=False,
         assistant_only_loss=False,  # the data carry their own assistant masks (tunelab.chat_format)
     )
@@ -430,8 +328,6 @@ def assistant_perplexity(model, rows: list[dict], pad_token_id: int, batch_size:
 
 def write_side_by_side(eval_dir: Path) -> None:
     """eval/chat/replies.csv: each prompt with both models' replies."""
-    from tunelab.nli import to_csv
-
     replies = {name: json.loads((eval_dir / name / "replies.json").read_text()) for name in MODELS}
     rows = [{"prompt": b["prompt"], "baseline": b["reply"], "baseline_stopped": b["stopped"],
              "finetuned": f["reply"], "finetuned_stopped": f["stopped"]}
@@ -447,9 +343,3 @@ def print_plan(recipe: ChatRecipe) -> None:
     rows = (len(load_chat_split(recipe.dataset, recipe.train_split, recipe.language, recipe.train_size))
             if local else recipe.train_size)
     say(format_plan(build_plan(recipe, world_size=PartialState().num_processes, train_rows=rows)))
-
-
-def say(message: str) -> None:
-    """Print on the main process only, so multi-process runs print each line once."""
-    if PartialState().is_main_process:
-        print(f"[tunelab] {message}", flush=True)
