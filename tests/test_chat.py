@@ -1,10 +1,16 @@
-"""Chat SFT: templates, assistant-only loss masks token by token, TRL's labels, the phi2_oasst1 recipe end to end."""
+"""Chat SFT: templates, assistant-only loss masks token by token, TRL's labels, the phi2_oasst1 recipe end to end
+(with its resource monitoring and summary), W&B tracking of a chat run, and a run on two CPU processes."""
 
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from chat_helpers import CHAT_RECIPE, tiny_chat_overrides
+from chat_helpers import CHAT_RECIPE, ROOT, tiny_chat_overrides
+from test_tracking import free_port, no_credentials, offline_run, wandb_environment
 
 from tunelab.chat import ChatRun, main
 from tunelab.chat_format import (PAD_TOKEN, TUNELAB_CHAT_TEMPLATE, end_of_turn_id, prepare_chat_tokenizer, render,
@@ -12,6 +18,7 @@ from tunelab.chat_format import (PAD_TOKEN, TUNELAB_CHAT_TEMPLATE, end_of_turn_i
 from tunelab.config import parse_recipe
 from tunelab.errors import TunelabError
 from tunelab.tiny_models import load_gpt2_tokenizer
+from tunelab.tracking import NO_KEY
 
 # SmolLM2-Instruct's own template (ChatML with a default system message): a model that has a template.
 CHATML_TEMPLATE = (
@@ -158,13 +165,14 @@ def test_sft_trainer_labels_train_assistant_turns_and_their_end_of_turn_token(ti
             assert (batch["attention_mask"][padded_row, shorter:] == 0).all()
 
 
-def test_phi2_oasst1_recipe_on_a_tiny_4bit_phi(tiny_phi_dir, tmp_path):
+def test_phi2_oasst1_recipe_on_a_tiny_4bit_phi(tiny_phi_dir, tmp_path, capsys):
     """The real recipe (4-bit QLoRA, phi's projections, paged AdamW 32-bit) on the starter trees."""
     recipe = parse_recipe(CHAT_RECIPE, tiny_chat_overrides(tiny_phi_dir, tmp_path))
     assert recipe.load_in_4bit and recipe.optim == "paged_adamw_32bit" and recipe.lora_target_modules[-1] == "fc2"
     run_dir = main(recipe)
+    out = capsys.readouterr().out
     assert run_dir == tmp_path / "phi2_oasst1"
-    for name in ("config.yaml", "run_info.json", "train_log.json", "progress.json",
+    for name in ("config.yaml", "run_info.json", "train_log.json", "progress.json", "monitoring.json",
                  "adapter/adapter_model.safetensors", "adapter/tokenizer.json", "adapter/tunelab_chat.json",
                  "eval/chat/baseline/perplexity.json", "eval/chat/finetuned/perplexity.json",
                  "eval/chat/baseline/replies.json", "eval/chat/finetuned/replies.json", "eval/chat/replies.csv",
@@ -184,6 +192,16 @@ def test_phi2_oasst1_recipe_on_a_tiny_4bit_phi(tiny_phi_dir, tmp_path):
     assert all(1 <= r["new_tokens"] <= 4 for r in replies)
     log = json.loads((run_dir / "train_log.json").read_text())
     assert [entry["step"] for entry in log if "loss" in entry] == [1, 2, 3, 4]
+    assert not (run_dir / ".adapter.partial").exists()
+
+    # The resource monitor watched training: its figures reach the log, progress.json, run_info.json and the terminal.
+    assert all("cpu_rss_gib" in entry and "step_time_s" in entry for entry in log if "loss" in entry)
+    monitoring = info["monitoring"]
+    assert monitoring["train_steps"] == 4 and monitoring["tokens_per_s"] > 0 and "cpu" in monitoring["peak_devices"]
+    assert json.loads((run_dir / "progress.json").read_text())["monitoring"] == monitoring
+    assert json.loads((run_dir / "monitoring.json").read_text())["summary"] == monitoring
+    assert re.search(r"\[tunelab\] Wall time .*: load .*, train .*, evaluate ", out)
+    assert "[tunelab] Peak memory: cpu " in out and "real tokens/s" in out
 
     report = (run_dir / "report/report.md").read_text()
     assert f"{before['perplexity']:.2f} → {after['perplexity']:.2f}" in report
@@ -194,3 +212,49 @@ def test_phi2_oasst1_recipe_on_a_tiny_4bit_phi(tiny_phi_dir, tmp_path):
     assert write_report(run_dir) == run_dir / "report/report.md"  # `tunelab report` rebuilds a chat report
     with pytest.raises(TunelabError, match="holds a finished run"):
         main(recipe)
+
+
+def test_chat_run_needs_a_wandb_key_unless_offline_then_tracks_training(tiny_llama_dir, tmp_path, monkeypatch):
+    for name in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_PROJECT", "WANDB_NAME", "WANDB_RUN_GROUP",
+                 "WANDB_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {**no_credentials(tmp_path), **wandb_environment(tmp_path), "WANDB_MODE": "online"}.items():
+        monkeypatch.setenv(name, value)
+    argv = tiny_chat_overrides(tiny_llama_dir, tmp_path / "runs", "--load_in_4bit", "false", "--optim", "adamw_torch",
+                               "--lora_target_modules", "q_proj,v_proj", "--report_to", "wandb", "--stages", "train")
+    recipe = parse_recipe(CHAT_RECIPE, argv)
+    with pytest.raises(TunelabError) as error:
+        main(recipe)
+    assert str(error.value) == NO_KEY and not (tmp_path / "runs").exists(), "refused before anything loads"
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run = offline_run(main(recipe))
+    assert run["run"].display_name == "phi2_oasst1" and run["config"]["recipe"]["chat_template"] == "auto"
+    for key in ("train/loss", "train/step_time_s", "train/tokens_per_s", "timings/train_s", "monitoring/tokens_per_s",
+                "monitoring/peak/cpu_peak_rss_gib"):
+        assert key in run["summary"], key
+    assert {"config.yaml", "progress.json", "monitoring.json", "train_log.json"} <= run["files"]
+
+
+def test_two_cpu_processes_share_one_chat_run(tiny_llama_dir, tmp_path):
+    """Each rank knows it is one of two from the start: only rank 0 locks and writes the run directory."""
+    accelerate = Path(sys.executable).parent / "accelerate"
+    argv = tiny_chat_overrides(tiny_llama_dir, tmp_path / "runs", "--load_in_4bit", "false", "--optim", "adamw_torch",
+                               "--lora_target_modules", "q_proj,v_proj", "--per_device_train_batch_size", "4",
+                               "--stages", "baseline,train,evaluate")
+    command = [str(accelerate), "launch", "--config_file", str(ROOT / "accelerate_configs" / "cpu_ddp.yaml"),
+               "--num_processes", "2", "--main_process_port", str(free_port()),
+               str(ROOT / "recipes" / "phi2_oasst1.py"), *argv]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("[tunelab] Starting phi2_oasst1") == 1
+    assert result.stdout.count("[tunelab] Wall time") == 1
+    run_dir = tmp_path / "runs" / "phi2_oasst1"
+    samples = json.loads((run_dir / "monitoring.json").read_text())["samples"]
+    assert samples and all(set(sample["devices"]) == {"rank0_cpu", "rank1_cpu"} for sample in samples)
+    progress = json.loads((run_dir / "progress.json").read_text())
+    assert progress["monitoring"]["world_size"] == 2 and progress["monitoring"]["train_steps"] == 4
+    for model in ("baseline", "finetuned"):
+        assert json.loads((run_dir / f"eval/chat/{model}/perplexity.json").read_text())["conversations"] == 8
+    assert {p.name for p in (run_dir / "adapter").iterdir()} >= {"adapter_model.safetensors", "tunelab_chat.json"}
