@@ -161,8 +161,10 @@ def test_predict_scores_longest_first_and_returns_every_row_in_its_place(tiny_gp
     np.testing.assert_allclose(probabilities, alone.softmax(-1).numpy(), atol=1e-5)
 
 
-def test_group_by_length_uses_transformers_length_grouped_sampler(tiny_gpt2_dir, tmp_path):
+def test_group_by_length_draws_transformers_length_groups_from_seed_and_epoch(tiny_gpt2_dir, tmp_path):
     from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from tunelab.trainer import EpochSeededSampler
 
     for grouped in (False, True):
         recipe = tiny_recipe(tiny_gpt2_dir, tmp_path, lora_target_modules=["c_attn"], group_by_length=grouped)
@@ -172,7 +174,17 @@ def test_group_by_length_uses_transformers_length_grouped_sampler(tiny_gpt2_dir,
                              args=training_arguments(recipe, str(recipe.run_dir), on_cpu=True),
                              label_ids=label_token_ids(tokenizer, recipe.label_words, "first_token"),
                              scoring="first_token")
-        assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler) is grouped
+        sampler = trainer._get_train_sampler()
+        assert isinstance(sampler, EpochSeededSampler) is grouped
+    assert isinstance(sampler.sampler, LengthGroupedSampler) and len(sampler) == 24
+
+    def order(epoch: int) -> list[int]:
+        sampler.set_epoch(epoch)
+        torch.rand(100)  # the global random state moves on, as it does differently in a resumed run
+        return list(sampler)
+
+    assert order(1) == order(1) and sorted(order(1)) == list(range(24))
+    assert order(0) != order(1)  # each epoch its own order
 
 
 def test_adapter_merged_scores_as_the_adapter_does_and_restores_the_weights(tiny_gpt2_dir, tmp_path):

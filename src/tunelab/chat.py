@@ -46,7 +46,7 @@ from tunelab.models import load_model, load_tokenizer
 from tunelab.pipeline import (MODELS, PipelineRun, process_state, run_recipe, run_stages, say, say_parameter_counts,
                               to_csv, train)
 from tunelab.rundir import atomic_write_json, atomic_write_text
-from tunelab.trainer import training_kwargs
+from tunelab.trainer import ResumableLengthGrouping, training_kwargs
 
 CHAT_INFO = "tunelab_chat.json"
 
@@ -204,11 +204,14 @@ class ChatRun(PipelineRun):
         from datasets import Dataset
         from trl import SFTTrainer
 
+        class ChatTrainer(ResumableLengthGrouping, SFTTrainer):
+            """TRL's SFTTrainer; with group_by_length, a resumed run sees the same batches (tunelab.trainer)."""
+
         train_dataset = Dataset.from_list(self.tokenized["train"])
         eval_dataset = Dataset.from_list(self.tokenized["eval"]) if self.recipe.eval_steps else None
         model = self.model
         adapter_dtypes = {name: p.dtype for name, p in model.named_parameters() if p.requires_grad}
-        trainer = SFTTrainer(
+        trainer = ChatTrainer(
             model=model,
             args=sft_config(self.recipe, str(self.dir / "checkpoints"), on_cpu=not torch.cuda.is_available()),
             train_dataset=train_dataset,

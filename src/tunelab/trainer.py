@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import SequentialSampler
+from torch.utils.data import Sampler, SequentialSampler
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import has_length
 
 from tunelab.config import Recipe
@@ -101,7 +102,39 @@ def answer_room(label_ids: list[list[int]], scoring: str) -> int:
     return max(map(len, label_ids)) if scoring == "sequence" else 1
 
 
-class NLITrainer(Trainer):
+class EpochSeededSampler(Sampler):
+    """A sampler whose order is drawn from (seed, epoch) rather than from the global random state.
+
+    transformers' LengthGroupedSampler shuffles with the global generator, whose state when a resumed
+    epoch starts differs from an uninterrupted run's: the resumed run would skip the wrong batches.
+    accelerate's data loader calls `set_epoch` at the start of each epoch; every process draws the same order.
+    """
+
+    def __init__(self, sampler: LengthGroupedSampler, seed: int):
+        self.sampler, self.seed, self.epoch = sampler, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        self.sampler.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(self.sampler)
+
+
+class ResumableLengthGrouping:
+    """Trainer mixin: with train_sampling_strategy="group_by_length", an order a resumed run reproduces."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if not isinstance(sampler, LengthGroupedSampler):
+            return sampler
+        return EpochSeededSampler(sampler, self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+
+
+class NLITrainer(ResumableLengthGrouping, Trainer):
     """transformers' Trainer with the label-word classification loss and scores as predictions."""
 
     # compute_loss returns a per-batch mean; let the Trainer divide by gradient accumulation steps.
