@@ -43,6 +43,7 @@ RECIPE = NLIRecipe(
     # Optimisation: effective batch 36 = 6 per device x 6 accumulation steps
     per_device_train_batch_size=6,
     gradient_accumulation_steps=6,
+    group_by_length=True,  # batches of similar lengths: 1.2x faster, same accuracy (README, Performance)
     learning_rate=2e-4,
     num_train_epochs=3,
     optim="adamw_torch",

@@ -67,6 +67,7 @@ def test_recipe_defaults_are_the_reference_run():
     assert (r.train_sample, r.validation_fraction, r.test_sample, r.sample_seed) == (50_000, 0.1, 2_500, 42)
     assert (r.per_device_train_batch_size, r.gradient_accumulation_steps, r.learning_rate, r.num_train_epochs) == (
         6, 6, 2e-4, 3)
+    assert r.group_by_length  # measured: faster, same accuracy (README, Performance)
     assert planned_train_rows(r) == 45_000
 
 

@@ -37,7 +37,7 @@ from tunelab.data import (STARTER_SETS, check_saved_rows, load_nli_split, load_r
                           read_csv, tokenize_rows)
 from tunelab.errors import TunelabError
 from tunelab.metrics import classification_metrics
-from tunelab.models import load_model, load_tokenizer
+from tunelab.models import adapter_merged, load_model, load_tokenizer
 from tunelab.pipeline import (MODELS, PipelineRun, process_state, run_recipe, run_stages, say, say_parameter_counts,
                               to_csv, train)
 from tunelab.rundir import atomic_write_json, atomic_write_text
@@ -98,12 +98,13 @@ def evaluate_baseline(run: NLIRun) -> None:
 
 
 def evaluate_finetuned(run: NLIRun) -> None:
-    """Score the fine-tuned adapter on every test split."""
+    """Score the fine-tuned adapter on every test split (merged into the weights unless they are 4-bit: faster)."""
     run.load_saved_adapter()
-    for split in run.recipe.test_splits:
-        with run.watch.phase("finetuned_eval"):
-            predictions = predict(run.trainer, run.tokenized(split), f"{split}_finetuned")
-        run.save_predictions(split, "finetuned", predictions)
+    with adapter_merged(run.model):
+        for split in run.recipe.test_splits:
+            with run.watch.phase("finetuned_eval"):
+                predictions = predict(run.trainer, run.tokenized(split), f"{split}_finetuned")
+            run.save_predictions(split, "finetuned", predictions)
     run.save_progress()
 
 
