@@ -221,7 +221,7 @@ def test_chat_run_needs_a_wandb_key_unless_offline_then_tracks_training(tiny_lla
     for name, value in {**no_credentials(tmp_path), **wandb_environment(tmp_path), "WANDB_MODE": "online"}.items():
         monkeypatch.setenv(name, value)
     argv = tiny_chat_overrides(tiny_llama_dir, tmp_path / "runs", "--load_in_4bit", "false", "--optim", "adamw_torch",
-                               "--lora_target_modules", "q_proj,v_proj", "--report_to", "wandb", "--stages", "train")
+                               "--lora_target_modules", "q_proj,v_proj", "--report_to", "wandb", "--stages", "baseline,train")
     recipe = parse_recipe(CHAT_RECIPE, argv)
     with pytest.raises(TunelabError) as error:
         main(recipe)
@@ -233,7 +233,8 @@ def test_chat_run_needs_a_wandb_key_unless_offline_then_tracks_training(tiny_lla
     for key in ("train/loss", "train/step_time_s", "train/tokens_per_s", "timings/train_s", "monitoring/tokens_per_s",
                 "monitoring/peak/cpu_peak_rss_gib"):
         assert key in run["summary"], key
-    assert {"config.yaml", "progress.json", "monitoring.json", "train_log.json"} <= run["files"]
+    assert {"config.yaml", "progress.json", "monitoring.json", "train_log.json", "eval/chat/baseline/perplexity.json",
+            "eval/chat/baseline/replies.json"} <= run["files"]
 
 
 def test_two_cpu_processes_share_one_chat_run(tiny_llama_dir, tmp_path):

@@ -43,7 +43,8 @@ MIN_SECRET_LENGTH = 6  # shorter values ("1", "true") would redact ordinary text
 REDACTED = "<redacted>"
 RUN_ID_FILE = "tunelab-run-id"
 LOGGED_FILES = ("config.yaml", "progress.json", "run_info.json", "monitoring.json", "train_log.json",
-                "report/*", "eval/*/predictions.csv", "eval/*/*/metrics.json", "eval/*/*/predictions.csv")
+                "report/*", "eval/*/predictions.csv", "eval/*/*/metrics.json", "eval/*/*/predictions.csv",
+                "eval/*/replies.csv", "eval/*/*/perplexity.json", "eval/*/*/replies.json")  # the last three: chat
 NO_KEY = ("--report_to wandb, but no W&B API key found (WANDB_API_KEY, or `wandb login`'s ~/.netrc): set one, "
           "or set WANDB_MODE=offline and afterwards `wandb sync RUN_DIR/wandb/offline-run-*` where there is "
           "network (docs/monitoring.md)")
