@@ -446,7 +446,7 @@ def synchronize(device: torch.device) -> None:
 # ---------------------------------------------------------------------------- the run
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    from tunelab.models import load_model
+    from tunelab.models import can_merge_adapter, load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -460,7 +460,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     if torch.cuda.is_available() and not recipe.load_in_4bit:
         model = model.cuda()
     bench = Bench(recipe, model, inputs, args)
-    variants = [resolved(variant, recipe) for variant in variants]
+    variants = [resolved(variant, recipe, can_merge_adapter(model)) for variant in variants]
     train_owner, eval_owner = same_runs(variants, TRAIN_FIELDS), same_runs(variants, EVAL_FIELDS)
     train_runs = {name: [] for name in set(train_owner.values())}
     eval_runs = {name: [] for name in set(eval_owner.values())}
@@ -489,14 +489,14 @@ EVAL_FIELDS = ("evaluation", "eval_longest_first", "padding", "attention", "auto
                "merge_lora")
 
 
-def resolved(variant: Variant, recipe: NLIRecipe) -> Variant:
+def resolved(variant: Variant, recipe: NLIRecipe, mergeable: bool) -> Variant:
     """The variant with the recipe's values where it keeps them (None)."""
     checkpointing = recipe.gradient_checkpointing if variant.gradient_checkpointing is None \
         else variant.gradient_checkpointing
     grouped = recipe.group_by_length if variant.group_by_length is None else variant.group_by_length
     return replace(variant, gradient_checkpointing=checkpointing, group_by_length=grouped,
                    eval_batch_size=variant.eval_batch_size or recipe.per_device_eval_batch_size,
-                   merge_lora=variant.merge_lora and not recipe.load_in_4bit)  # as adapter_merged decides
+                   merge_lora=variant.merge_lora and mergeable)
 
 
 def same_runs(variants: list[Variant], fields: tuple[str, ...]) -> dict[str, str]:

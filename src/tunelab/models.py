@@ -142,8 +142,7 @@ def adapter_merged(model: PeftModel) -> Iterator[bool]:
     forward pass runs no adapter layers: the same scores to float rounding, and faster (`tunelab bench`,
     variant lora_unmerged). Yields whether it merged: 4-bit weights would be requantized and ZeRO-3
     shards cannot be merged in place, so those models run with the adapter as it is."""
-    mergeable = getattr(model.get_base_model(), "hf_quantizer", None) is None and not is_deepspeed_zero3_enabled()
-    if not mergeable:
+    if not can_merge_adapter(model):
         yield False
         return
     model.merge_adapter()
@@ -151,6 +150,10 @@ def adapter_merged(model: PeftModel) -> Iterator[bool]:
         yield True
     finally:
         model.unmerge_adapter()
+
+
+def can_merge_adapter(model: PeftModel) -> bool:
+    return getattr(model.get_base_model(), "hf_quantizer", None) is None and not is_deepspeed_zero3_enabled()
 
 
 def parameter_counts(model: PeftModel) -> dict:
