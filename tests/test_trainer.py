@@ -223,3 +223,28 @@ def test_adapter_merged_leaves_4bit_weights_as_they_are(tiny_llama_dir, tmp_path
     with adapter_merged(model) as merged:
         assert not merged
         assert not any(m.merged for m in model.modules() if isinstance(m, LoraLayer))
+
+
+def test_4bit_weights_stay_trainable_after_an_evaluation_on_avx512_bf16_cpus(tiny_llama_dir, tmp_path, monkeypatch):
+    """bitsandbytes 0.50 repacks 4-bit weights for CPU inference on CPUs with AVX512-BF16 and never
+    unpacks them, so training after an evaluation crashed there. Pretend this CPU has it, on any CPU."""
+    import bitsandbytes.nn.modules
+
+    monkeypatch.setattr(bitsandbytes.nn.modules, "has_avx512bf16", lambda: True)
+    recipe = tiny_recipe(tiny_llama_dir, tmp_path, load_in_4bit=True, lora_target_modules=["q_proj", "v_proj"],
+                         precision="fp32")
+    model = load_model(recipe)
+    layers = [m for m in model.modules() if isinstance(m, bitsandbytes.nn.Linear4bit)]
+    assert layers and not any(layer.support_avx512bf16_for_cpu for layer in layers)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=ids)
+    assert not any(getattr(layer.weight.quant_state, "packing_format_for_cpu", False) for layer in layers)
+    model.train()
+    before = model.get_base_model().model.layers[0].self_attn.q_proj.lora_B["default"].weight.detach().clone()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+    after = model.get_base_model().model.layers[0].self_attn.q_proj.lora_B["default"].weight
+    assert not torch.equal(before, after), "a training step after the evaluation moved the LoRA weights"

@@ -84,6 +84,7 @@ def load_model(recipe: Recipe, vocab_size: int | None = None):
     if vocab_size is not None and vocab_size > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(vocab_size)
     if recipe.load_in_4bit:
+        keep_4bit_weights_unpacked(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
     elif recipe.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -105,6 +106,22 @@ def quant_storage(recipe: Recipe, dtype: torch.dtype) -> torch.dtype:
                            f"dtype ({str(dtype).removeprefix('torch.')}), not {recipe.bnb_4bit_quant_storage}: "
                            "leave --bnb_4bit_quant_storage unset, or use ZeRO-2 (accelerate_configs/zero2.yaml)")
     return dtype
+
+
+def keep_4bit_weights_unpacked(model: torch.nn.Module) -> None:
+    """Keep bitsandbytes from repacking 4-bit weights for CPU inference (bitsandbytes 0.50).
+
+    On a CPU with AVX512-BF16, `Linear4bit.forward` converts its weight into a packed inference
+    layout the first time it runs in eval mode without gradients, and never converts it back:
+    the next training step then fails ("a view of a leaf Variable that requires grad is being
+    used in an in-place operation"), and under ZeRO-3 saving fails. A tunelab model evaluates
+    between training steps (baseline, per-epoch validation), so it never takes that path.
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def lora_config(recipe: Recipe, model: torch.nn.Module) -> LoraConfig:
