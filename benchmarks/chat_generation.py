@@ -35,7 +35,7 @@ def demo_run(folder: Path) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tunelab.chat_format import prepare_chat_tokenizer
+    from tunelab.chat.format import prepare_chat_tokenizer
     from tunelab.config import Recipe
     from tunelab.models import load_tokenizer, resolve_model_path
 
@@ -54,7 +54,7 @@ def demo_run(folder: Path) -> Path:
 
 
 def tokens_per_second(model, tokenizer, new_tokens: int, repeats: int) -> tuple[float, float]:
-    from tunelab.serve import _generation_kwargs
+    from tunelab.chat.serve import _generation_kwargs
 
     kwargs = _generation_kwargs(model, tokenizer, PROMPT, new_tokens, temperature=0.0, top_p=1.0)
     kwargs["min_new_tokens"] = new_tokens
@@ -80,7 +80,12 @@ def main(argv: list[str]) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from tunelab.serve import MERGED_MARKER, load_base_and_adapter, load_model_folder, merge_adapter
+    from tunelab.chat.serve import (
+        MERGED_MARKER,
+        load_base_and_adapter,
+        load_model_folder,
+        merge_adapter,
+    )
 
     scratch = tempfile.TemporaryDirectory(prefix="tunelab-bench-")
     run_dir = Path(args.run_dir) if args.run_dir else demo_run(Path(scratch.name))

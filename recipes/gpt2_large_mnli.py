@@ -9,8 +9,8 @@ The evaluation rows are kept in RUN_DIR/data/<split>.jsonl with the settings tha
 to compare evaluations of different rows.
 """
 
-from tunelab.config import NLIRecipe
-from tunelab.nli import run
+from tunelab.nli.config import NLIRecipe
+from tunelab.nli.pipeline import run
 
 RECIPE = NLIRecipe(
     run_name="gpt2_large_mnli",

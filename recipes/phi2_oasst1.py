@@ -14,7 +14,8 @@ EOS token closing each assistant turn. Then:
 Override any field on the command line (`--max_steps 100`) or from a YAML file (`--config`).
 """
 
-from tunelab.chat import ChatRecipe, run
+from tunelab.chat.config import ChatRecipe
+from tunelab.chat.pipeline import run
 
 RECIPE = ChatRecipe(
     run_name="phi2_oasst1",
@@ -52,7 +53,7 @@ RECIPE = ChatRecipe(
     save_strategy="steps",
     save_steps=10,
     logging_steps=10,
-    # Evaluation: the fixed prompts answered by both models (tunelab.chat_data.GENERAL_PROMPTS)
+    # Evaluation: the fixed prompts answered by both models (tunelab.chat.data.GENERAL_PROMPTS)
     max_new_tokens=256,
 )
 

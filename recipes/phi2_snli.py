@@ -6,8 +6,8 @@
 Override any field on the command line (`--learning_rate 1e-4`) or from a YAML file (`--config`).
 """
 
-from tunelab.config import NLIRecipe
-from tunelab.nli import run
+from tunelab.nli.config import NLIRecipe
+from tunelab.nli.pipeline import run
 
 RECIPE = NLIRecipe(
     run_name="phi2_snli",

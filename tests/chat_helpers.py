@@ -26,9 +26,9 @@ def tiny_chat_overrides(model_dir, output_dir, *extra) -> list[str]:
 
 def build_tiny_chat_run(model_dir: Path, output_dir: Path) -> Path:
     """Train (unquantized, AdamW), evaluate, report and merge; returns the run directory."""
-    from tunelab.chat import main
+    from tunelab.chat.pipeline import main
+    from tunelab.chat.serve import merge_adapter
     from tunelab.config import parse_recipe
-    from tunelab.serve import merge_adapter
 
     argv = tiny_chat_overrides(model_dir, output_dir, "--load_in_4bit", "false", "--optim", "adamw_torch",
                                "--gradient_checkpointing", "false", "--lora_target_modules", LLAMA_TARGETS,

@@ -13,9 +13,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab import bench
-from tunelab.config import NLIRecipe
 from tunelab.errors import TunelabError
-from tunelab.trainer import label_scores, label_token_ids
+from tunelab.nli.config import NLIRecipe
+from tunelab.nli.trainer import label_scores, label_token_ids
 
 
 def test_parse_label_finds_the_first_label_word_in_a_generated_answer():

@@ -9,12 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from chat_helpers import CHAT_RECIPE, ROOT, tiny_chat_overrides
 from test_tracking import free_port, no_credentials, offline_run, wandb_environment
-
-from tunelab.chat import ChatRun, main
-from tunelab.chat_format import (PAD_TOKEN, TUNELAB_CHAT_TEMPLATE, end_of_turn_id, prepare_chat_tokenizer, render,
-                                 tokenize_chat)
+from tunelab.chat.format import (
+    PAD_TOKEN,
+    TUNELAB_CHAT_TEMPLATE,
+    end_of_turn_id,
+    prepare_chat_tokenizer,
+    render,
+    tokenize_chat,
+)
+from tunelab.chat.pipeline import ChatRun, main
 from tunelab.config import parse_recipe
 from tunelab.errors import TunelabError
 from tunelab.tiny_models import load_gpt2_tokenizer

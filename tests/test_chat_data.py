@@ -4,8 +4,13 @@ import json
 
 import pytest
 
-from tunelab.chat_data import (STARTER_SPLITS, build_conversations, load_chat_split, starter_trees,
-                               write_starter_oasst)
+from tunelab.chat.data import (
+    STARTER_SPLITS,
+    build_conversations,
+    load_chat_split,
+    starter_trees,
+    write_starter_oasst,
+)
 from tunelab.errors import TunelabError
 
 OASST1_COLUMNS = {"message_id", "parent_id", "user_id", "created_date", "text", "role", "lang", "review_count",

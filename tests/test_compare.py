@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from tunelab.cli import main as cli_main
-from tunelab.compare import compare
 from tunelab.errors import TunelabError
 from tunelab.metrics import classification_metrics
 from tunelab.report import write_report
+from tunelab.report.compare import compare
 
 LABELS = ["entailment", "neutral", "contradiction"]
 GOLD = LABELS * 4

@@ -2,8 +2,9 @@
 
 import pytest
 
-from tunelab.config import NLIRecipe, parse_recipe, recipe_to_dict
+from tunelab.config import parse_recipe, recipe_to_dict
 from tunelab.errors import TunelabError
+from tunelab.nli.config import NLIRecipe
 
 DEFAULTS = NLIRecipe(run_name="demo", learning_rate=2.5e-5, lora_r=32)
 

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from tunelab.config import NLIRecipe
-from tunelab.data import format_prompt, load_nli_split, read_jsonl, subset_rows, tokenize_rows
 from tunelab.errors import TunelabError
+from tunelab.nli.config import NLIRecipe
+from tunelab.nli.data import format_prompt, load_nli_split, subset_rows, tokenize_rows
+from tunelab.rundir import read_jsonl
 
 
 def write_jsonl(path, rows):

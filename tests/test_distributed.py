@@ -38,7 +38,7 @@ from accelerate.state import AcceleratorState
 from transformers import TrainerCallback
 
 from tunelab.config import parse_recipe
-from tunelab.nli import main
+from tunelab.nli.pipeline import main
 
 
 class RecordTrainedWeights(TrainerCallback):

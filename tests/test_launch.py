@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tunelab.errors import TunelabError
-from tunelab.launch import launch_command
+from tunelab.launch.accelerate import launch_command
 from tunelab.profiles import Gpu
 
 ROOT = Path(__file__).resolve().parents[1]

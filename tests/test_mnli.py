@@ -15,10 +15,11 @@ import pytest
 from transformers import AutoTokenizer
 
 from tunelab.config import parse_recipe
-from tunelab.data import load_nli_split, load_nli_splits, planned_train_rows, read_jsonl
 from tunelab.errors import TunelabError
-from tunelab.nli import main, print_plan
-from tunelab.starter_data import MISMATCHED_PHENOMENA, generate_starter_mnli
+from tunelab.nli.data import load_nli_split, load_nli_splits, planned_train_rows
+from tunelab.nli.pipeline import main, print_plan
+from tunelab.nli.starter_data import MISMATCHED_PHENOMENA, generate_starter_mnli
+from tunelab.rundir import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = runpy.run_path(str(ROOT / "recipes" / "gpt2_large_mnli.py"))["RECIPE"]

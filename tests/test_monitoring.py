@@ -11,17 +11,11 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from fake_gpu import GIB, FakeCuda, FakeCudaDevice, FakeGpu, FakeNVML
-from tunelab.config import NLIRecipe
+from fake_gpu import FakeCuda, FakeCudaDevice, FakeGpu, FakeNVML
+from tunelab.flops import flops_per_token, non_embedding_parameters, peak_flops
 from tunelab.models import load_model
-from tunelab.monitoring import (
-    DeviceProbe,
-    ResourceMonitor,
-    flops_per_token,
-    format_summary,
-    non_embedding_parameters,
-    peak_flops,
-)
+from tunelab.monitoring import DeviceProbe, ResourceMonitor, format_summary
+from tunelab.nli.config import NLIRecipe
 from tunelab.tiny_models import published_config, tiny_config
 
 A100 = "NVIDIA A100-SXM4-80GB"

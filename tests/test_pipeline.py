@@ -12,7 +12,7 @@ import pytest
 
 from tunelab.config import parse_recipe
 from tunelab.errors import TunelabError
-from tunelab.nli import main
+from tunelab.nli.pipeline import main
 from tunelab.rundir import record_start
 
 ROOT = Path(__file__).resolve().parents[1]

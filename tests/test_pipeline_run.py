@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tunelab.chat import ChatRecipe, ChatRun
-from tunelab.config import NLIRecipe
+from tunelab.chat.config import ChatRecipe
+from tunelab.chat.pipeline import ChatRun
 from tunelab.errors import TunelabError
+from tunelab.nli.config import NLIRecipe
 from tunelab.pipeline import PipelineRun
 from tunelab.rundir import LOCK_FILE
 

@@ -3,10 +3,11 @@
 import pytest
 
 from fake_gpu import FakeNVML
-from tunelab.config import NLIRecipe, parse_recipe
+from tunelab.config import parse_recipe
 from tunelab.errors import TunelabError
-from tunelab.nli import main
-from tunelab.plan import build_plan
+from tunelab.launch.plan import build_plan
+from tunelab.nli.config import NLIRecipe
+from tunelab.nli.pipeline import main
 from tunelab.profiles import Gpu, auto_profile, detect_gpus, resolve_profile
 
 RECIPE = NLIRecipe(run_name="demo", per_device_train_batch_size=8, gradient_accumulation_steps=1)

@@ -16,11 +16,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tunelab.models
-from tunelab.config import NLIRecipe, parse_recipe
-from tunelab.data import load_nli_split, read_jsonl
+from tunelab.config import parse_recipe
 from tunelab.errors import TunelabError
 from tunelab.models import quant_storage, resolve_model_path
-from tunelab.rundir import CHECKPOINT_COMPLETE, LOCK_FILE, acquire_run_lock, last_complete_checkpoint, release_run_lock
+from tunelab.nli.config import NLIRecipe
+from tunelab.nli.data import load_nli_split
+from tunelab.rundir import (
+    CHECKPOINT_COMPLETE,
+    LOCK_FILE,
+    acquire_run_lock,
+    last_complete_checkpoint,
+    read_jsonl,
+    release_run_lock,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,10 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from tunelab.chat_format import tokenize_chat
+from tunelab.chat.format import tokenize_chat
+from tunelab.chat.serve import (
+    generate_reply,
+    load_base_and_adapter,
+    load_chat_model,
+    load_model_folder,
+    merge_adapter,
+    stop_token_ids,
+    stream_reply,
+)
 from tunelab.errors import TunelabError
-from tunelab.serve import (generate_reply, load_base_and_adapter, load_chat_model, load_model_folder, merge_adapter,
-                           stop_token_ids, stream_reply)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONVERSATION = [{"role": "user", "content": "What is the capital of Peru?"},

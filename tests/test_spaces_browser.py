@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tunelab.serve import generate_reply, load_model_folder
+from tunelab.chat.serve import generate_reply, load_model_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "spaces" / "app.py"

@@ -6,7 +6,12 @@ from collections import Counter
 
 import pytest
 
-from tunelab.starter_data import LABELS, TAXONOMY_CHAINS, generate_starter_nli, write_starter_nli
+from tunelab.nli.starter_data import (
+    LABELS,
+    TAXONOMY_CHAINS,
+    generate_starter_nli,
+    write_starter_nli,
+)
 
 ENTAILMENT, NEUTRAL, CONTRADICTION = 0, 1, 2
 EXPECTED_PHENOMENA = {

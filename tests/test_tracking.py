@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tunelab.config import NLIRecipe, parse_recipe
+from tunelab.config import parse_recipe
 from tunelab.errors import TunelabError
-from tunelab.nli import main
+from tunelab.nli.config import NLIRecipe
+from tunelab.nli.pipeline import main
 from tunelab.tracking import (
     NO_KEY,
     REDACTED,

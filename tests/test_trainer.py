@@ -7,12 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from tunelab.config import NLI_LABELS, NLIRecipe
-from tunelab.data import tokenize_rows
 from tunelab.errors import TunelabError
 from tunelab.metrics import classification_metrics
 from tunelab.models import load_model, load_tokenizer, parameter_counts
-from tunelab.trainer import NLICollator, NLITrainer, label_scores, label_token_ids, training_arguments
+from tunelab.nli.config import NLI_LABELS, NLIRecipe
+from tunelab.nli.data import tokenize_rows
+from tunelab.nli.trainer import (
+    NLICollator,
+    NLITrainer,
+    label_scores,
+    label_token_ids,
+    training_arguments,
+)
 
 CUES = {"entailment": "surely", "neutral": "perhaps", "contradiction": "never"}
 
@@ -140,7 +146,7 @@ def test_metrics_agree_with_scikit_learn():
 
 
 def test_predict_scores_longest_first_and_returns_every_row_in_its_place(tiny_gpt2_dir, tmp_path):
-    from tunelab.nli import predict
+    from tunelab.nli.pipeline import predict
 
     # group_by_length on: transformers' own evaluation sampler would shuffle the rows into length groups
     recipe = tiny_recipe(tiny_gpt2_dir, tmp_path, lora_target_modules=["c_attn"], group_by_length=True,
@@ -164,7 +170,7 @@ def test_predict_scores_longest_first_and_returns_every_row_in_its_place(tiny_gp
 def test_group_by_length_draws_transformers_length_groups_from_seed_and_epoch(tiny_gpt2_dir, tmp_path):
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from tunelab.trainer import EpochSeededSampler
+    from tunelab.training import EpochSeededSampler
 
     for grouped in (False, True):
         recipe = tiny_recipe(tiny_gpt2_dir, tmp_path, lora_target_modules=["c_attn"], group_by_length=grouped)

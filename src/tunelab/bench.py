@@ -49,8 +49,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tunelab.config import NLI_LABELS, NLIRecipe
 from tunelab.errors import TunelabError
+from tunelab.nli.config import NLI_LABELS, NLIRecipe
 
 GIB = 1024**3
 
@@ -128,7 +128,7 @@ WORKLOADS = {w.name: w for w in (
 
 def workload_recipe(workload: Workload, args: argparse.Namespace) -> NLIRecipe:
     """The workload's recipe with its model replaced by a random-weight build (or --model) and its data by --dataset."""
-    from tunelab.cli import load_recipe
+    from tunelab.config import load_recipe
 
     argv = list(workload.overrides)
     if args.dataset:
@@ -184,9 +184,9 @@ class Inputs:
 
 
 def prepare_inputs(recipe: NLIRecipe, args: argparse.Namespace) -> Inputs:
-    from tunelab.data import format_prompt, load_nli_split, tokenize_rows
     from tunelab.models import load_tokenizer
-    from tunelab.trainer import answer_room, label_token_ids
+    from tunelab.nli.data import format_prompt, load_nli_split, tokenize_rows
+    from tunelab.nli.trainer import answer_room, label_token_ids
 
     tokenizer = load_tokenizer(recipe)
     label_ids = label_token_ids(tokenizer, recipe.label_words, recipe.label_scoring)
@@ -222,7 +222,7 @@ def train_batches(inputs: Inputs, variant: Variant, batch_size: int, accumulatio
 
 def collate(inputs: Inputs, rows: list[int], variant: Variant, recipe: NLIRecipe, labels: list[int]) -> dict:
     """A batch as the variant feeds it: tunelab's collator (left padding) or the notebooks' right padding."""
-    from tunelab.trainer import NLICollator
+    from tunelab.nli.trainer import NLICollator
 
     pad = inputs.tokenizer.pad_token_id
     if variant.loss == "label_word":
@@ -355,7 +355,7 @@ class Bench:
                         memory.peak_bytes)
 
     def _train_step(self, model, optimizer, variant: Variant, rows: list[int]) -> tuple[int, int]:
-        from tunelab.trainer import label_word_loss
+        from tunelab.nli.trainer import label_word_loss
 
         labels = [NLI_LABELS.index(self.inputs.train_rows[i]["label"]) for i in rows]
         batch = to_device(collate(self.inputs, rows, variant, self.recipe, labels), self.device)
@@ -397,7 +397,7 @@ class Bench:
                         memory.peak_bytes, extra)
 
     def _score(self, model, variant: Variant, rows: list[int]) -> tuple[list[int], int, int]:
-        from tunelab.trainer import label_scores
+        from tunelab.nli.trainer import label_scores
 
         prompts_only = replace(variant, loss="label_word")  # scoring reads the prompt, whatever the training loss
         batch = to_device(collate(self.inputs, rows, prompts_only, self.recipe, [0] * len(rows)), self.device)
@@ -512,8 +512,9 @@ def rates(measured: Measured) -> str:
 
 def summarise(args, workload: Workload, bench: Bench, variants: list[Variant], train_runs: dict,
               eval_runs: dict, train_owner: dict[str, str], eval_owner: dict[str, str]) -> dict:
+    from tunelab.flops import flops_per_token, peak_flops
     from tunelab.models import parameter_counts
-    from tunelab.monitoring import flops_per_token, hardware_info, peak_flops, software_versions
+    from tunelab.monitoring import hardware_info, software_versions
 
     recipe, model = bench.recipe, bench.model
     base = model.get_base_model()

@@ -7,31 +7,11 @@ shows the traceback instead. A run stopped by a signal after saving a checkpoint
 from __future__ import annotations
 
 import argparse
-import os
 import runpy
 import sys
-from contextlib import contextmanager
 
-from tunelab.errors import TunelabError
-from tunelab.interrupts import INTERRUPTED_EXIT_CODE, TrainingInterrupted
-
-
-@contextmanager
-def exit_on_error(debug: bool = False):
-    try:
-        yield
-    except TrainingInterrupted as interrupted:
-        if os.environ.get("RANK", "0") == "0":
-            print(f"[tunelab] {interrupted}", file=sys.stderr, flush=True)
-        sys.exit(INTERRUPTED_EXIT_CODE)
-    except TunelabError as error:
-        if debug:
-            raise
-        print(f"tunelab: error: {error}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("tunelab: interrupted", file=sys.stderr, flush=True)
-        sys.exit(130)
+from tunelab.config import load_recipe
+from tunelab.errors import TunelabError, exit_on_error
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
             runpy.run_path(args.recipe, run_name="__main__")
             return
         if args.command == "launch":
-            from tunelab.launch import launch_recipe
+            from tunelab.launch.accelerate import launch_recipe
 
             launch_recipe(args.recipe, rest)
             return
@@ -98,30 +78,21 @@ def main(argv: list[str] | None = None) -> None:
 
             print(write_report(args.run_dir))
         elif args.command == "compare":
-            from tunelab.compare import compare
+            from tunelab.report.compare import compare
 
             print(compare(args.baseline_dir, args.finetuned_dir, args.out))
         elif args.command == "merge":
-            from tunelab.serve import merge_adapter
+            from tunelab.chat.serve import merge_adapter
 
             print(merge_adapter(args.run_dir, args.output, args.dtype, args.overwrite))
         elif args.command == "chat":
-            from tunelab.serve import chat_command
+            from tunelab.chat.serve import chat_command
 
             chat_command(args.run_dir, args.use, args.max_new_tokens, args.temperature, args.system, args.threads)
         elif args.command == "prepare-embedded":
             from tunelab.embedded import embedded_model_path
 
             print(embedded_model_path(args.name))
-
-
-def load_recipe(path: str, argv: list[str]):
-    """The RECIPE a recipe file defines, with command-line settings applied."""
-    from tunelab.config import parse_recipe
-
-    if not os.path.isfile(path):
-        raise TunelabError(f"recipe file {path} does not exist: see recipes/ for the recipes")
-    return parse_recipe(runpy.run_path(path)["RECIPE"], argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
+import runpy
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,7 +25,6 @@ from tunelab.errors import TunelabError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 STAGES = ("baseline", "train", "evaluate", "report")
-NLI_LABELS = ("entailment", "neutral", "contradiction")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -82,85 +83,32 @@ class Recipe:
         return Path(self.output_dir) / self.run_name
 
     def __post_init__(self) -> None:
-        _require(SAFE_NAME.match(self.run_name) is not None,
+        require(SAFE_NAME.match(self.run_name) is not None,
                  f"run_name {self.run_name!r} must be a plain folder name (letters, digits, '.', '_', '-'; "
                  "no '/' or '..'): set --run_name to such a name")
         unknown_stages = [stage for stage in self.stages if stage not in STAGES]
-        _require(not unknown_stages and self.stages,
+        require(not unknown_stages and self.stages,
                  f"stages {unknown_stages or '[]'} not understood: choose from {', '.join(STAGES)}")
-        _require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        _require(self.report_to == "none" or all(n.strip() in ("wandb", "tensorboard") for n in self.report_to.split(",")),
+        require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        require(self.report_to == "none" or all(n.strip() in ("wandb", "tensorboard") for n in self.report_to.split(",")),
                  f"report_to must be none, wandb, tensorboard or wandb,tensorboard, not {self.report_to!r}")
-        _require(self.bnb_4bit_quant_storage in (None, "uint8", "bf16", "fp16", "fp32"),
+        require(self.bnb_4bit_quant_storage in (None, "uint8", "bf16", "fp16", "fp32"),
                  f"bnb_4bit_quant_storage must be uint8, bf16, fp16 or fp32, not {self.bnb_4bit_quant_storage!r}")
-        _require(self.learning_rate > 0, f"learning_rate must be positive, not {self.learning_rate}")
-        _require(self.lora_r >= 1, f"lora_r must be at least 1, not {self.lora_r}")
-        _require(self.lora_alpha > 0, f"lora_alpha must be positive, not {self.lora_alpha}")
-        _require(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), not {self.lora_dropout}")
-        _require(len(self.lora_target_modules) > 0, "lora_target_modules is empty: name at least one module")
+        require(self.learning_rate > 0, f"learning_rate must be positive, not {self.learning_rate}")
+        require(self.lora_r >= 1, f"lora_r must be at least 1, not {self.lora_r}")
+        require(self.lora_alpha > 0, f"lora_alpha must be positive, not {self.lora_alpha}")
+        require(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), not {self.lora_dropout}")
+        require(len(self.lora_target_modules) > 0, "lora_target_modules is empty: name at least one module")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size",
                      "gradient_accumulation_steps", "logging_steps"):
-            _require(getattr(self, name) >= 1, f"{name} must be at least 1, not {getattr(self, name)}")
-        _require(self.num_train_epochs > 0 or self.max_steps > 0,
+            require(getattr(self, name) >= 1, f"{name} must be at least 1, not {getattr(self, name)}")
+        require(self.num_train_epochs > 0 or self.max_steps > 0,
                  "set num_train_epochs > 0 or max_steps > 0: there is nothing to train")
-        _require(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
-        _require(self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, not {self.max_grad_norm}")
+        require(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
+        require(self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, not {self.max_grad_norm}")
 
 
-@dataclass
-class NLIRecipe(Recipe):
-    """A 3-way NLI classification recipe (SNLI, MultiNLI or the offline starter set)."""
-
-    dataset: str = "starter"
-    dataset_config: str | None = None
-    train_split: str = "train"
-    validation_split: str = "validation"
-    test_splits: list[str] = field(default_factory=lambda: ["test"])
-    # Every `stride`-th row after dropping rows without a gold label, then at most `size` rows.
-    train_stride: int = 1
-    train_size: int | None = None
-    validation_stride: int = 1
-    validation_size: int | None = None
-    test_stride: int = 1
-    test_size: int | None = None
-    # Or `<split>_sample` random rows per split (seeded by sample_seed and the split name; all rows
-    # when the split has fewer), and `validation_fraction` of the train rows held out as the
-    # internal validation set instead of reading validation_split (the MultiNLI rule).
-    train_sample: int | None = None
-    validation_sample: int | None = None
-    test_sample: int | None = None
-    validation_fraction: float = 0.0
-    sample_seed: int = 42
-    label_words: list[str] = field(default_factory=lambda: list(NLI_LABELS))
-    label_scoring: str = "first_token"
-    max_length: int = 256
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _require(len(self.label_words) == len(NLI_LABELS),
-                 f"label_words needs {len(NLI_LABELS)} words, one for each of {', '.join(NLI_LABELS)}")
-        _require(len(set(self.label_words)) == len(self.label_words), "label_words must all differ")
-        _require(self.label_scoring in ("first_token", "sequence"),
-                 f"label_scoring must be 'first_token' or 'sequence', not {self.label_scoring!r}")
-        _require(self.max_length >= 16, f"max_length must be at least 16, not {self.max_length}")
-        for split in ("train", "validation", "test"):
-            stride, size = getattr(self, f"{split}_stride"), getattr(self, f"{split}_size")
-            _require(stride >= 1, f"{split}_stride must be at least 1, not {stride}")
-            _require(size is None or size >= 1, f"{split}_size must be at least 1 (or none for all rows), not {size}")
-            sample = getattr(self, f"{split}_sample")
-            _require(sample is None or sample >= 1, f"{split}_sample must be at least 1 (or none), not {sample}")
-            _require(sample is None or (stride == 1 and size is None),
-                     f"{split}_sample (random rows) cannot be combined with {split}_stride/{split}_size (every "
-                     f"k-th row): set {split}_sample none, or {split}_stride 1 and {split}_size none")
-        _require(0 <= self.validation_fraction < 1,
-                 f"validation_fraction must be in [0, 1), not {self.validation_fraction}")
-        _require(self.validation_fraction == 0 or (self.validation_sample is None and self.validation_stride == 1
-                                                   and self.validation_size is None),
-                 "validation_fraction holds validation rows out of the train rows, so validation_sample/"
-                 "validation_stride/validation_size do not apply: reset them, or set validation_fraction 0")
-
-
-def _require(condition: bool, message: str) -> None:
+def require(condition: bool, message: str) -> None:
     if not condition:
         raise TunelabError(message)
 
@@ -287,3 +235,10 @@ def _describe(target: object) -> str:
     if typing.get_origin(target) is list:
         return f"a list of {_describe(typing.get_args(target)[0])} values (comma-separated on the command line)"
     return {bool: "true or false", int: "a whole number", float: "a number", str: "text"}.get(target, str(target))
+
+
+def load_recipe(path: str, argv: list[str]):
+    """The RECIPE a recipe file defines, with command-line settings applied."""
+    if not os.path.isfile(path):
+        raise TunelabError(f"recipe file {path} does not exist: see recipes/ for the recipes")
+    return parse_recipe(runpy.run_path(path)["RECIPE"], argv)

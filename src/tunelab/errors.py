@@ -1,5 +1,35 @@
-"""The one error type users see: a message that names the problem and the fix."""
+"""What ends a tunelab command: a user-facing error (exit 2) or an interruption with a saved checkpoint (exit 3)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+
+INTERRUPTED_EXIT_CODE = 3
 
 
 class TunelabError(Exception):
     """A user-facing error. The CLI prints its message on one line, without a traceback."""
+
+
+class TrainingInterrupted(TunelabError):
+    """Training stopped on a signal after saving a checkpoint; the CLI exits with status 3."""
+
+
+@contextmanager
+def exit_on_error(debug: bool = False):
+    try:
+        yield
+    except TrainingInterrupted as interrupted:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"[tunelab] {interrupted}", file=sys.stderr, flush=True)
+        sys.exit(INTERRUPTED_EXIT_CODE)
+    except TunelabError as error:
+        if debug:
+            raise
+        print(f"tunelab: error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("tunelab: interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)

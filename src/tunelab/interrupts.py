@@ -15,14 +15,7 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
-from tunelab.errors import TunelabError
-
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-INTERRUPTED_EXIT_CODE = 3
-
-
-class TrainingInterrupted(TunelabError):
-    """Training stopped on a signal after saving a checkpoint; the CLI exits with status 3."""
 
 
 class StopOnSignal(TrainerCallback):

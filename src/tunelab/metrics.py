@@ -13,6 +13,7 @@ from sklearn.metrics import (
 )
 
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1"}
 
 
 def classification_metrics(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict:

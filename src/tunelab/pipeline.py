@@ -28,10 +28,10 @@ from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 from transformers import TrainerCallback, set_seed
 
-from tunelab.cli import exit_on_error
 from tunelab.config import Recipe, parse_recipe, recipe_to_dict
-from tunelab.errors import TunelabError
-from tunelab.interrupts import StopOnSignal, TrainingInterrupted
+from tunelab.console import say
+from tunelab.errors import TrainingInterrupted, TunelabError, exit_on_error
+from tunelab.interrupts import StopOnSignal
 from tunelab.models import parameter_counts
 from tunelab.monitoring import (
     ResourceMonitor,
@@ -256,9 +256,3 @@ def process_state() -> PartialState:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return PartialState(cpu=True, backend="gloo")  # as training_arguments sets ddp_backend
     return PartialState(cpu=True)
-
-
-def say(message: str) -> None:
-    """Print on the main process only, so multi-process runs print each line once."""
-    if PartialState().is_main_process:
-        print(f"[tunelab] {message}", flush=True)

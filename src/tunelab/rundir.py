@@ -4,6 +4,7 @@ and resuming only from checkpoints that were completely written."""
 from __future__ import annotations
 
 import atexit
+import csv
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from accelerate import PartialState
@@ -25,19 +27,27 @@ CHECKPOINT_COMPLETE = "tunelab_checkpoint_complete.json"
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """The one way tunelab writes a result file: `write(temporary_path)` beside `path`, flushed to disk,
+    then renamed into place, so readers see the old file or the whole new one. A failed write leaves
+    no temporary file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(descriptor)
+    temporary = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
+        write(temporary)
+        with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        temporary.chmod(0o644)
+        os.replace(temporary, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
 def atomic_write_json(path: Path, data: object) -> None:
@@ -165,3 +175,33 @@ def record_start(progress_path: Path) -> None:
     if "started" not in progress:
         progress["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         atomic_write_json(progress_path, progress)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSON-lines file; a malformed line is reported with its file and line number."""
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise TunelabError(f"{path}:{number}: not valid JSON ({error.msg}): fix or remove that line") from None
+                if not isinstance(row, dict):
+                    raise TunelabError(f"{path}:{number}: expected a JSON object per line")
+                rows.append(row)
+    except UnicodeDecodeError as error:
+        raise TunelabError(f"{path} is not valid UTF-8 (byte {error.start}): re-encode the file as UTF-8") from None
+    return rows
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """JSON lines, written atomically."""
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

@@ -24,13 +24,12 @@ Label ids follow SNLI/MultiNLI on the Hugging Face Hub: 0 entailment, 1 neutral,
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from tunelab.rundir import write_jsonl
 
 LABELS = ("entailment", "neutral", "contradiction")
 SPLITS = ("train", "validation", "test")
@@ -950,7 +949,7 @@ def write_starter_nli(directory: str | Path, seed: int = 0, generate: Callable |
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for split, rows in (generate or generate_starter_nli)(seed).items():
-        write_jsonl_atomically(directory / f"{split}.jsonl", rows)
+        write_jsonl(directory / f"{split}.jsonl", rows)
     return directory
 
 
@@ -978,16 +977,3 @@ def generate_starter_mnli(seed: int = 0) -> dict[str, list[dict]]:
     return {split: [{"pairID": f"starter-{split}-{i}", "genre": row["phenomenon"], "premise": row["premise"],
                      "hypothesis": row["hypothesis"], "label": row["label"]} for i, row in enumerate(rows)]
             for split, rows in parts.items()}
-
-
-def write_jsonl_atomically(path: Path, rows: list[dict]) -> None:
-    """Readers see the old file or the complete new one, never a half-written file."""
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -1,7 +1,7 @@
 """NLI data: load a split, normalise its schema, subset it, and turn rows into prompts.
 
 Sources, by the recipe's `dataset` field:
-- `starter`: the offline starter set written by `tunelab.starter_data` (cached on disk);
+- `starter`: the offline starter set written by `tunelab.nli.starter_data` (cached on disk);
 - `starter_mnli`: the same set in MultiNLI's shape (genre column; train, validation,
   validation_matched and validation_mismatched splits, see `starter_data.generate_starter_mnli`);
 - a local folder holding `<split>.jsonl` files, or a single `.jsonl` file per split given as
@@ -18,7 +18,6 @@ RUN_DIR/data/<split>.jsonl (`load_run_rows`), in the normalised schema above.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import random
@@ -27,9 +26,9 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from tunelab.config import NLI_LABELS, NLIRecipe
 from tunelab.errors import TunelabError
-from tunelab.rundir import atomic_write_json, atomic_write_text
+from tunelab.nli.config import NLI_LABELS, NLIRecipe
+from tunelab.rundir import atomic_write_json, atomic_write_text, read_jsonl
 
 PROMPT_TEMPLATE = "Premise: {premise}\nHypothesis: {hypothesis}\nRelationship:"
 NO_GOLD_LABELS = (-1, "-", "", None)
@@ -178,7 +177,11 @@ def _split_file(folder: Path, split: str) -> Path:
 
 def starter_data_dir(name: str = "starter") -> Path:
     """An offline starter set (`starter`, or `starter_mnli` in MultiNLI's shape), written once into the tunelab cache."""
-    from tunelab.starter_data import generate_starter_mnli, generate_starter_nli, write_starter_nli
+    from tunelab.nli.starter_data import (
+        generate_starter_mnli,
+        generate_starter_nli,
+        write_starter_nli,
+    )
 
     folder = Path(os.environ.get("TUNELAB_CACHE", Path.home() / ".cache" / "tunelab")) / "data" / STARTER_SETS[name]
     generate, last_file = {"starter": (generate_starter_nli, "test.jsonl"),
@@ -186,31 +189,6 @@ def starter_data_dir(name: str = "starter") -> Path:
     if not (folder / last_file).exists():
         write_starter_nli(folder, generate=generate)
     return folder
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSON-lines file; a malformed line is reported with its file and line number."""
-    rows = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise TunelabError(f"{path}:{number}: not valid JSON ({error.msg}): fix or remove that line") from None
-                if not isinstance(row, dict):
-                    raise TunelabError(f"{path}:{number}: expected a JSON object per line")
-                rows.append(row)
-    except UnicodeDecodeError as error:
-        raise TunelabError(f"{path} is not valid UTF-8 (byte {error.start}): re-encode the file as UTF-8") from None
-    return rows
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def _load_from_hub(dataset: str, config: str | None, split: str) -> Dataset:

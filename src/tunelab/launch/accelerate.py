@@ -8,7 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tunelab.profiles import auto_profile, check_hardware, detect_gpus, get_profile, process_count
+from tunelab.profiles import (
+    auto_profile,
+    check_hardware,
+    detect_gpus,
+    get_profile,
+    process_count,
+)
 
 
 def launch_command(recipe_path: str, argv: list[str], gpus=None) -> tuple[list[str], dict[str, str]]:

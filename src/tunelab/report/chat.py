@@ -14,8 +14,22 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from tunelab import __version__
-from tunelab import report as base
 from tunelab.errors import TunelabError
+from tunelab.report.common import (
+    NOT_RECORDED,
+    PRODUCER,
+    Run,
+    load_run,
+    mapping_blocks,
+    memory_blocks,
+    monitoring_blocks,
+    parameter_blocks,
+    read_json,
+    timing_blocks,
+    training_blocks,
+)
+from tunelab.report.figures import new_figure
+from tunelab.report.render import write_documents
 
 MODELS = ("baseline", "finetuned")
 LABELS = {"baseline": "baseline", "finetuned": "fine-tuned"}
@@ -33,19 +47,11 @@ def is_chat_run(run_dir: str | Path) -> bool:
 def write_chat_report(run_dir: str | Path) -> Path:
     """Write RUN_DIR/report/{report.md, report.html, report.pdf, *.png}; return the report.md path."""
     run_dir = Path(run_dir)
-    run = base.load_run(run_dir, with_splits=False)
+    run = load_run(run_dir)
     evaluation = _load_evaluation(run_dir / "eval" / "chat")
-    folder = run_dir / "report"
-    folder.mkdir(exist_ok=True)
     figures: dict[str, Figure] = {}
     blocks = chat_report_blocks(run, evaluation, figures)
-    for name, figure in figures.items():
-        base._write_atomic(folder / name, lambda tmp, fig=figure: fig.savefig(tmp, format="png", dpi=150))
-    base._write_atomic(folder / "report.md", lambda tmp: tmp.write_text(base._to_markdown(blocks), encoding="utf-8"))
-    base._write_atomic(folder / "report.html",
-                       lambda tmp: tmp.write_text(base._to_html(blocks, folder), encoding="utf-8"))
-    base._write_atomic(folder / "report.pdf", lambda tmp: base._write_pdf(blocks, folder, tmp))
-    return folder / "report.md"
+    return write_documents(blocks, figures, run_dir / "report")
 
 
 def _load_evaluation(eval_dir: Path) -> dict:
@@ -53,41 +59,40 @@ def _load_evaluation(eval_dir: Path) -> dict:
     for name in MODELS:
         path = eval_dir / name / "perplexity.json"
         if not path.is_file():
-            raise TunelabError(f"{path} is missing: it is written by {base.PRODUCER} (baseline and evaluate stages)")
-        perplexity = base._read_json(path, dict)
+            raise TunelabError(f"{path} is missing: it is written by {PRODUCER} (baseline and evaluate stages)")
+        perplexity = read_json(path, dict)
         if "perplexity" not in perplexity:
-            raise TunelabError(f"{path} lacks perplexity; rerun {base.PRODUCER}")
+            raise TunelabError(f"{path} lacks perplexity; rerun {PRODUCER}")
         replies_path = eval_dir / name / "replies.json"
-        replies = base._read_json(replies_path, list) if replies_path.is_file() else None
+        replies = read_json(replies_path, list) if replies_path.is_file() else None
         evaluation[name] = {"perplexity": perplexity, "replies": replies}
     return evaluation
 
 
-def chat_report_blocks(run: base.Run, evaluation: dict, figures: dict[str, Figure]) -> list[tuple]:
+def chat_report_blocks(run: Run, evaluation: dict, figures: dict[str, Figure]) -> list[tuple]:
     info = run.info
     figures["perplexity.png"] = _perplexity_figure(evaluation)
-    optional = getattr(base, "_monitoring_blocks", None)
     return [
-        ("heading", 1, f"tunelab chat report: {info.get('recipe', base.NOT_RECORDED)} "
-                       f"({info.get('model', base.NOT_RECORDED)})"),
+        ("heading", 1, f"tunelab chat report: {info.get('recipe', NOT_RECORDED)} "
+                       f"({info.get('model', NOT_RECORDED)})"),
         ("paragraph", f"Pretrained baseline versus the fine-tuned model on the same held-out conversations "
-                      f"(dataset {info.get('dataset', base.NOT_RECORDED)}, language "
+                      f"(dataset {info.get('dataset', NOT_RECORDED)}, language "
                       f"{info.get('language') or 'any'}). Run {run.directory.name}, started "
-                      f"{info.get('started', base.NOT_RECORDED)}; report by tunelab {__version__}."),
+                      f"{info.get('started', NOT_RECORDED)}; report by tunelab {__version__}."),
         ("heading", 2, "Headline"),
         ("list", _headline(evaluation)),
         ("image", "perplexity.png", "held-out perplexity on assistant tokens, baseline and fine-tuned"),
         *_format_blocks(info.get("chat_format")),
         *_reply_blocks(evaluation),
-        *base._training_blocks(run, figures),
-        *base._parameter_blocks(info.get("parameters") or {}),
-        *base._timing_blocks(info.get("timings_s") or {}),
-        *base._memory_blocks(info.get("memory") or {}),
-        *(optional(run, figures) if optional else []),
-        *base._mapping_blocks("Hardware", info.get("hardware")),
-        *base._mapping_blocks("Software", info.get("software")),
+        *training_blocks(run, figures),
+        *parameter_blocks(info.get("parameters") or {}),
+        *timing_blocks(info.get("timings_s") or {}),
+        *memory_blocks(info.get("memory") or {}),
+        *monitoring_blocks(run, figures),
+        *mapping_blocks("Hardware", info.get("hardware")),
+        *mapping_blocks("Software", info.get("software")),
         ("heading", 2, "Config (config.yaml)"),
-        ("code", run.config) if run.config is not None else ("paragraph", f"config.yaml {base.NOT_RECORDED}."),
+        ("code", run.config) if run.config is not None else ("paragraph", f"config.yaml {NOT_RECORDED}."),
     ]
 
 
@@ -98,7 +103,7 @@ def _headline(evaluation: dict) -> list[str]:
         f"held-out perplexity (assistant tokens only): {before['perplexity']:.2f} → {after['perplexity']:.2f} "
         f"({change:+.1f}%)",
         f"mean negative log-likelihood per assistant token: {before['mean_nll']:.3f} → {after['mean_nll']:.3f} nats",
-        f"scored: {before.get('conversations', base.NOT_RECORDED)} held-out conversations, "
+        f"scored: {before.get('conversations', NOT_RECORDED)} held-out conversations, "
         f"{before.get('assistant_tokens', 0):,} assistant tokens (each reply's end-of-turn token included)",
     ]
     replies = {name: evaluation[name]["replies"] for name in MODELS}
@@ -111,7 +116,7 @@ def _headline(evaluation: dict) -> list[str]:
 
 def _format_blocks(chat_format: dict | None) -> list[tuple]:
     if not chat_format:
-        return [("heading", 2, "Chat format"), ("paragraph", f"Chat format {base.NOT_RECORDED}.")]
+        return [("heading", 2, "Chat format"), ("paragraph", f"Chat format {NOT_RECORDED}.")]
     template = chat_format.get("chat_template")
     described = {"model": "the model's own chat template", "tunelab": "tunelab's template (the model has none)"}
     return [("heading", 2, "Chat format"), ("list", [
@@ -128,7 +133,7 @@ def _reply_blocks(evaluation: dict) -> list[tuple]:
     blocks: list[tuple] = [("heading", 2, "Eval prompts, side by side")]
     baseline, finetuned = (evaluation[name]["replies"] for name in MODELS)
     if not baseline or not finetuned:
-        return blocks + [("paragraph", f"Replies {base.NOT_RECORDED} (eval/chat/<model>/replies.json).")]
+        return blocks + [("paragraph", f"Replies {NOT_RECORDED} (eval/chat/<model>/replies.json).")]
     blocks.append(("paragraph", "Greedy decoding of one user message, by each model. A reply marked [cut] hit "
                                 "max_new_tokens before the model ended its turn."))
     rows = [[b["prompt"], _reply(b), _reply(f)] for b, f in zip(baseline, finetuned)]
@@ -141,7 +146,7 @@ def _reply(reply: dict) -> str:
 
 
 def _perplexity_figure(evaluation: dict) -> Figure:
-    figure = base._figure((5, 3.2))
+    figure = new_figure((5, 3.2))
     axes = figure.add_subplot()
     values = [evaluation[name]["perplexity"]["perplexity"] for name in MODELS]
     bars = axes.bar([LABELS[name] for name in MODELS], values, color=["#9e9e9e", "#1f77b4"], width=0.5)

@@ -28,7 +28,7 @@ from typing import TextIO
 import torch
 import yaml
 
-from tunelab.chat_format import end_of_turn_id, generation_prompt
+from tunelab.chat.format import end_of_turn_id, generation_prompt
 from tunelab.errors import TunelabError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

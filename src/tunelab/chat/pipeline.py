@@ -19,9 +19,9 @@ The run directory, the train stage, W&B and the end-of-run summary are shared wi
 pipeline (tunelab.pipeline); `adapter/` also holds tunelab_chat.json, written before the folder
 is renamed into place.
 
-Training data are conversations built from OASST1-style message trees (tunelab.chat_data).
+Training data are conversations built from OASST1-style message trees (tunelab.chat.data).
 Only assistant turns are trained: prompt tokens get label -100, and each reply's end-of-turn
-token is kept in the labels, so the model learns to stop (tunelab.chat_format).
+token is kept in the labels, so the model learns to stop (tunelab.chat.format).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -38,50 +37,26 @@ import torch.nn.functional as F
 from accelerate import PartialState
 from transformers import TrainerCallback
 
-from tunelab.chat_data import GENERAL_PROMPTS, load_chat_split
-from tunelab.chat_format import TEMPLATE_CHOICES, labels_from_masks, prepare_chat_tokenizer, tokenize_chat
-from tunelab.config import Recipe, _require
+from tunelab.chat.config import ChatRecipe
+from tunelab.chat.data import load_chat_split
+from tunelab.chat.format import labels_from_masks, prepare_chat_tokenizer, tokenize_chat
+from tunelab.console import say
 from tunelab.errors import TunelabError
 from tunelab.models import load_model, load_tokenizer
-from tunelab.pipeline import (MODELS, PipelineRun, process_state, run_recipe, run_stages, say, say_parameter_counts,
-                              to_csv, train)
+from tunelab.pipeline import (
+    MODELS,
+    PipelineRun,
+    process_state,
+    run_recipe,
+    run_stages,
+    say_parameter_counts,
+    to_csv,
+    train,
+)
 from tunelab.rundir import atomic_write_json, atomic_write_text
-from tunelab.trainer import ResumableLengthGrouping, training_kwargs
+from tunelab.training import ResumableLengthGrouping, training_kwargs
 
 CHAT_INFO = "tunelab_chat.json"
-
-
-@dataclass
-class ChatRecipe(Recipe):
-    """A chat SFT recipe: conversations from OASST1-style message trees, assistant-only loss."""
-
-    dataset: str = "starter"  # "starter", a folder of <split>.jsonl message rows, or a Hub id (OpenAssistant/oasst1)
-    train_split: str = "train"
-    eval_split: str = "validation"  # held-out conversations for perplexity
-    language: str | None = "en"  # keep messages in this language only; none for every language
-    train_size: int | None = None  # at most this many training conversations (none: all)
-    eval_size: int | None = None  # at most this many held-out conversations (none: all)
-    chat_template: str = "auto"  # auto (the model's own, else tunelab's), tunelab, model, or a .jinja file
-    max_length: int = 1024  # tokens per conversation; longer ones are cut at the end
-    save_strategy: str = "steps"
-    save_steps: int = 10
-    eval_steps: int | None = None  # validation loss during training every this many steps (none: only before/after)
-    eval_prompts: list[str] = field(default_factory=lambda: list(GENERAL_PROMPTS))
-    max_new_tokens: int = 128  # per reply to an eval prompt (greedy)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _require(self.chat_template in TEMPLATE_CHOICES or self.chat_template.endswith((".jinja", ".j2")),
-                 f"chat_template must be one of {', '.join(TEMPLATE_CHOICES)} or a .jinja file, "
-                 f"not {self.chat_template!r}")
-        _require(self.max_length >= 32, f"max_length must be at least 32, not {self.max_length}")
-        _require(self.save_steps >= 1, f"save_steps must be at least 1, not {self.save_steps}")
-        _require(self.eval_steps is None or self.eval_steps >= 1,
-                 f"eval_steps must be at least 1 (or none), not {self.eval_steps}")
-        _require(self.max_new_tokens >= 1, f"max_new_tokens must be at least 1, not {self.max_new_tokens}")
-        for name in ("train_size", "eval_size"):
-            value = getattr(self, name)
-            _require(value is None or value >= 1, f"{name} must be at least 1 (or none for all), not {value}")
 
 
 def run(defaults: ChatRecipe, argv: list[str] | None = None) -> None:
@@ -205,7 +180,7 @@ class ChatRun(PipelineRun):
         from trl import SFTTrainer
 
         class ChatTrainer(ResumableLengthGrouping, SFTTrainer):
-            """TRL's SFTTrainer; with group_by_length, a resumed run sees the same batches (tunelab.trainer)."""
+            """TRL's SFTTrainer; with group_by_length, a resumed run sees the same batches (tunelab.training)."""
 
         train_dataset = Dataset.from_list(self.tokenized["train"])
         eval_dataset = Dataset.from_list(self.tokenized["eval"]) if self.recipe.eval_steps else None
@@ -237,7 +212,7 @@ class ChatRun(PipelineRun):
                                               self.recipe.per_device_eval_batch_size, self.state)
             replies = []
             if self.state.is_main_process:
-                from tunelab.serve import generate_reply
+                from tunelab.chat.serve import generate_reply
 
                 for prompt in self.recipe.eval_prompts:
                     reply = generate_reply(model, tokenizer, [{"role": "user", "content": prompt}],
@@ -279,7 +254,7 @@ def stop_ids(chat_info: dict, tokenizer) -> list[int]:
 
 
 def sft_config(recipe: ChatRecipe, output_dir: str, on_cpu: bool):
-    """The recipe's optimisation settings (tunelab.trainer.training_kwargs) as TRL's SFTConfig.
+    """The recipe's optimisation settings (tunelab.training.training_kwargs) as TRL's SFTConfig.
 
     Gradient checkpointing is left to `load_model`, which already set it up for LoRA.
     """
@@ -295,7 +270,7 @@ def sft_config(recipe: ChatRecipe, output_dir: str, on_cpu: bool):
         max_length=recipe.max_length,
         include_num_input_tokens_seen="non_padding",  # real tokens (attention-mask ones) for tunelab.monitoring
         packing=False,
-        assistant_only_loss=False,  # the data carry their own assistant masks (tunelab.chat_format)
+        assistant_only_loss=False,  # the data carry their own assistant masks (tunelab.chat.format)
     )
 
 
@@ -340,7 +315,7 @@ def write_side_by_side(eval_dir: Path) -> None:
 
 
 def print_plan(recipe: ChatRecipe) -> None:
-    from tunelab.plan import build_plan, format_plan
+    from tunelab.launch.plan import build_plan, format_plan
 
     local = recipe.dataset == "starter" or Path(recipe.dataset).expanduser().exists()
     rows = (len(load_chat_split(recipe.dataset, recipe.train_split, recipe.language, recipe.train_size))

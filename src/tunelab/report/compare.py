@@ -34,18 +34,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tunelab.errors import TunelabError
-from tunelab.metrics import HEADLINE_METRICS, classification_metrics
-from tunelab.report import (
-    METRIC_NAMES,
-    _figure,
-    _pct,
-    _points,
-    _read_metrics,
-    _to_markdown,
-    _write_atomic,
-    confusion_axes,
-    metrics_bars,
-)
+from tunelab.metrics import HEADLINE_METRICS, METRIC_NAMES, classification_metrics
+from tunelab.report.common import pct, points, read_metrics
+from tunelab.report.figures import confusion_axes, metrics_bars, new_figure
+from tunelab.report.render import to_markdown
+from tunelab.rundir import atomic_write
 
 ROLES = {"baseline": "baseline", "finetuned": "fine-tuned"}
 COMBINED = "all splits"
@@ -85,7 +78,7 @@ def write_comparison(baseline: dict[str, Path], finetuned: dict[str, Path], out:
     pairs: Pairs = {}
     for split, (before, after) in pair_splits(baseline, finetuned).items():
         check_same_rows(split, before, after)
-        pairs[split] = (_read_metrics(before / "metrics.json"), _read_metrics(after / "metrics.json"))
+        pairs[split] = (read_metrics(before / "metrics.json"), read_metrics(after / "metrics.json"))
     table = with_combined(pairs)
     out.mkdir(parents=True, exist_ok=True)
     for index, (role, folders) in enumerate((("baseline", baseline), ("finetuned", finetuned))):
@@ -98,7 +91,7 @@ def write_comparison(baseline: dict[str, Path], finetuned: dict[str, Path], out:
     _write_text(out / "improvement.json", json.dumps(improvement, indent=2) + "\n")
     _write_text(out / "comparison.csv", _csv(improvement))
     header, rows = comparison_table(table)
-    _write_text(out / "comparison.md", "# Baseline vs fine-tuned\n\n" + _to_markdown([("table", header, rows)]))
+    _write_text(out / "comparison.md", "# Baseline vs fine-tuned\n\n" + to_markdown([("table", header, rows)]))
     _write_png(out / "comparison.png", comparison_figure(table))
     return out
 
@@ -205,14 +198,14 @@ def comparison_table(pairs: Pairs) -> tuple[list[str], list[list[str]]]:
         for metric, figures in change.items():
             if metric != "rows":
                 relative = "n/a" if figures["relative"] is None else f"{100 * figures['relative']:+.1f}%"
-                rows.append([split, f"{change['rows']:,}", _metric_name(metric), _pct(figures["baseline"]),
-                             _pct(figures["finetuned"]), _points(figures["absolute"]), relative])
+                rows.append([split, f"{change['rows']:,}", _metric_name(metric), pct(figures["baseline"]),
+                             pct(figures["finetuned"]), points(figures["absolute"]), relative])
     return MARKDOWN_HEADER, rows
 
 
 def comparison_figure(pairs: Pairs) -> Figure:
     """Both models' headline metrics as grouped bars, one panel per split."""
-    figure = _figure((5.5 * len(pairs), 3.6))
+    figure = new_figure((5.5 * len(pairs), 3.6))
     for axes, (split, (before, after)) in zip(figure.subplots(1, len(pairs), squeeze=False)[0], pairs.items()):
         metrics_bars(axes, before, after, f"{split} (n = {before['n']:,})")
     return figure
@@ -220,9 +213,9 @@ def comparison_figure(pairs: Pairs) -> Figure:
 
 def write_confusion_png(folder: Path, title: str) -> None:
     """folder/confusion.png: the confusion matrix in folder/metrics.json (rows = gold, columns = predicted)."""
-    metrics = _read_metrics(folder / "metrics.json")
+    metrics = read_metrics(folder / "metrics.json")
     matrix = np.array(metrics["confusion_matrix"])
-    figure = _figure((4.8, 4.2))
+    figure = new_figure((4.8, 4.2))
     confusion_axes(figure.add_subplot(), matrix, metrics["labels"], f"{title} (n = {metrics['n']:,})",
                    matrix.max(initial=0) or 1)
     _write_png(folder / "confusion.png", figure)
@@ -246,8 +239,8 @@ def _csv(improvement: dict) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    _write_atomic(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
 def _write_png(path: Path, figure: Figure) -> None:
-    _write_atomic(path, lambda temporary: figure.savefig(temporary, format="png", dpi=150))
+    atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=150))

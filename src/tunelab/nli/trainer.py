@@ -19,19 +19,17 @@ absolute position embeddings (GPT-2).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Sampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainingArguments
-from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import has_length
 
 from tunelab.config import Recipe
 from tunelab.errors import TunelabError
-from tunelab.models import compute_dtype
+from tunelab.training import ResumableLengthGrouping, training_kwargs
 
 
 def label_token_ids(tokenizer, label_words: list[str], scoring: str) -> list[list[int]]:
@@ -102,38 +100,6 @@ def answer_room(label_ids: list[list[int]], scoring: str) -> int:
     return max(map(len, label_ids)) if scoring == "sequence" else 1
 
 
-class EpochSeededSampler(Sampler):
-    """A sampler whose order is drawn from (seed, epoch) rather than from the global random state.
-
-    transformers' LengthGroupedSampler shuffles with the global generator, whose state when a resumed
-    epoch starts differs from an uninterrupted run's: the resumed run would skip the wrong batches.
-    accelerate's data loader calls `set_epoch` at the start of each epoch; every process draws the same order.
-    """
-
-    def __init__(self, sampler: LengthGroupedSampler, seed: int):
-        self.sampler, self.seed, self.epoch = sampler, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def __iter__(self):
-        self.sampler.generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(self.sampler)
-
-
-class ResumableLengthGrouping:
-    """Trainer mixin: with train_sampling_strategy="group_by_length", an order a resumed run reproduces."""
-
-    def _get_train_sampler(self, train_dataset=None):
-        sampler = super()._get_train_sampler(train_dataset)
-        if not isinstance(sampler, LengthGroupedSampler):
-            return sampler
-        return EpochSeededSampler(sampler, self.args.data_seed if self.args.data_seed is not None else self.args.seed)
-
-
 class NLITrainer(ResumableLengthGrouping, Trainer):
     """transformers' Trainer with the label-word classification loss and scores as predictions."""
 
@@ -169,41 +135,6 @@ class NLITrainer(ResumableLengthGrouping, Trainer):
 def accuracy_metric(eval_prediction) -> dict[str, float]:
     scores, labels = eval_prediction.predictions, eval_prediction.label_ids
     return {"accuracy": float((scores.argmax(-1) == labels).mean())}
-
-
-def training_kwargs(recipe: Recipe, output_dir: str, on_cpu: bool) -> dict:
-    """The recipe's optimisation settings that TrainingArguments and TRL's SFTConfig share, by keyword.
-
-    Precision is always set explicitly (SFTConfig would otherwise default to bf16, which fails on CPUs
-    and older GPUs).
-    """
-    dtype = compute_dtype(recipe.precision)
-    return dict(
-        output_dir=output_dir,
-        run_name=recipe.run_name,
-        seed=recipe.seed,
-        per_device_train_batch_size=recipe.per_device_train_batch_size,
-        per_device_eval_batch_size=recipe.per_device_eval_batch_size,
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        learning_rate=recipe.learning_rate,
-        num_train_epochs=recipe.num_train_epochs,
-        max_steps=recipe.max_steps,
-        warmup_steps=recipe.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        lr_scheduler_type=recipe.lr_scheduler_type,
-        weight_decay=recipe.weight_decay,
-        max_grad_norm=recipe.max_grad_norm,
-        optim=recipe.optim,
-        train_sampling_strategy="group_by_length" if recipe.group_by_length else "random",
-        bf16=dtype == torch.bfloat16,
-        fp16=dtype == torch.float16,
-        logging_steps=recipe.logging_steps,
-        save_strategy=recipe.save_strategy,
-        save_total_limit=recipe.save_total_limit,
-        report_to=[name.strip() for name in recipe.report_to.split(",")],  # "wandb,tensorboard" names both
-        use_cpu=on_cpu,
-        ddp_backend="gloo" if on_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
-        disable_tqdm=False,
-    )
 
 
 def training_arguments(recipe: Recipe, output_dir: str, on_cpu: bool) -> TrainingArguments:

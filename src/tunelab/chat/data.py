@@ -26,16 +26,14 @@ Sources, by a chat recipe's `dataset` field:
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from tunelab.data import read_jsonl
 from tunelab.errors import TunelabError
+from tunelab.rundir import read_jsonl, write_jsonl
 
 OASST_ROLES = {"prompter": "user", "assistant": "assistant"}
 REQUIRED_COLUMNS = ("message_id", "parent_id", "role", "text")
@@ -354,11 +352,7 @@ def write_starter_oasst(folder: Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for split in STARTER_SPLITS:
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in starter_trees(split))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{split}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, folder / f"{split}.jsonl")
+        write_jsonl(folder / f"{split}.jsonl", starter_trees(split))
     return folder
 
 

@@ -11,7 +11,7 @@ as its own job. Everything a run writes goes under its run directory (`output_di
     eval/<split>/{baseline,finetuned}/metrics.json, predictions.csv and confusion.png
     eval/<split>/predictions.csv   both models side by side
     data/<split>.jsonl          the evaluation rows, chosen once and reused by every stage and restart
-    comparison/                 baseline vs fine-tuned over all splits (tunelab.compare)
+    comparison/                 baseline vs fine-tuned over all splits (tunelab.report.compare)
     progress.json               start time, parameters, row counts, timings and memory, updated by each stage
     monitoring.json             memory, step time and throughput at every logging step (tunelab.monitoring)
     train_log.json, run_info.json  (run_info.json last: its presence marks a finished run)
@@ -32,16 +32,20 @@ import torch
 from accelerate import PartialState
 from transformers import TrainerCallback, TrainingArguments
 
-from tunelab.config import NLI_LABELS, NLIRecipe
-from tunelab.data import (STARTER_SETS, check_saved_rows, load_nli_split, load_run_rows, planned_train_rows,
-                          read_csv, tokenize_rows)
+from tunelab.console import say
 from tunelab.errors import TunelabError
 from tunelab.metrics import classification_metrics
 from tunelab.models import adapter_merged, load_model, load_tokenizer
-from tunelab.pipeline import (MODELS, PipelineRun, process_state, run_recipe, run_stages, say, say_parameter_counts,
-                              to_csv, train)
-from tunelab.rundir import atomic_write_json, atomic_write_text
-from tunelab.trainer import (
+from tunelab.nli.config import NLI_LABELS, NLIRecipe
+from tunelab.nli.data import (
+    STARTER_SETS,
+    check_saved_rows,
+    load_nli_split,
+    load_run_rows,
+    planned_train_rows,
+    tokenize_rows,
+)
+from tunelab.nli.trainer import (
     NLICollator,
     NLITrainer,
     accuracy_metric,
@@ -49,6 +53,17 @@ from tunelab.trainer import (
     label_token_ids,
     training_arguments,
 )
+from tunelab.pipeline import (
+    MODELS,
+    PipelineRun,
+    process_state,
+    run_recipe,
+    run_stages,
+    say_parameter_counts,
+    to_csv,
+    train,
+)
+from tunelab.rundir import atomic_write_json, atomic_write_text, read_csv
 
 
 def run(defaults: NLIRecipe, argv: list[str] | None = None) -> None:
@@ -75,7 +90,7 @@ def main(recipe: NLIRecipe, callbacks: Sequence[TrainerCallback] = ()) -> Path:
 # ---------------------------------------------------------------------------- stages (train: tunelab.pipeline)
 
 def check_stages_fit_deepspeed(stages: list[str]) -> None:
-    from tunelab.deepspeed_check import launched_zero_stage
+    from tunelab.launch.deepspeed_check import launched_zero_stage
 
     evaluation_only = "train" not in stages and {"baseline", "evaluate"} & set(stages)
     if evaluation_only and launched_zero_stage() in (1, 2):
@@ -112,8 +127,8 @@ def write_run_report(run: NLIRun) -> None:
     """Both models side by side, run_info.json (which marks the run finished) and the report."""
     if not run.state.is_main_process:
         return
-    from tunelab.compare import write_run_comparison
     from tunelab.report import write_report
+    from tunelab.report.compare import write_run_comparison
 
     for split in run.recipe.test_splits:
         write_side_by_side(run.eval_dir(split))
@@ -220,7 +235,7 @@ class NLIRun(PipelineRun):
 
 
 def print_plan(recipe: NLIRecipe) -> None:
-    from tunelab.plan import build_plan, format_plan
+    from tunelab.launch.plan import build_plan, format_plan
 
     local_data = recipe.dataset in STARTER_SETS or Path(recipe.dataset).expanduser().exists()
     train_rows = len(load_nli_split(recipe, recipe.train_split)) if local_data else planned_train_rows(recipe)

@@ -1,0 +1,1 @@
+"""Chat SFT with TRL: recipe, conversations, chat format, pipeline and serving."""

@@ -1,0 +1,1 @@
+"""Launching: accelerate configs per hardware profile, DeepSpeed checks, the run plan."""

@@ -1,0 +1,1 @@
+"""3-way NLI classification: recipe, data, trainer and pipeline."""

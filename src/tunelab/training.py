@@ -1,0 +1,80 @@
+"""What the NLI trainer and the chat SFTTrainer share: the recipe-to-arguments mapping and a
+length-grouped sampler that a resumed run reproduces."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch.utils.data import Sampler
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from tunelab.config import Recipe
+from tunelab.models import compute_dtype
+
+
+class EpochSeededSampler(Sampler):
+    """A sampler whose order is drawn from (seed, epoch) rather than from the global random state.
+
+    transformers' LengthGroupedSampler shuffles with the global generator, whose state when a resumed
+    epoch starts differs from an uninterrupted run's: the resumed run would skip the wrong batches.
+    accelerate's data loader calls `set_epoch` at the start of each epoch; every process draws the same order.
+    """
+
+    def __init__(self, sampler: LengthGroupedSampler, seed: int):
+        self.sampler, self.seed, self.epoch = sampler, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        self.sampler.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(self.sampler)
+
+
+class ResumableLengthGrouping:
+    """Trainer mixin: with train_sampling_strategy="group_by_length", an order a resumed run reproduces."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if not isinstance(sampler, LengthGroupedSampler):
+            return sampler
+        return EpochSeededSampler(sampler, self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+
+
+def training_kwargs(recipe: Recipe, output_dir: str, on_cpu: bool) -> dict:
+    """The recipe's optimisation settings that TrainingArguments and TRL's SFTConfig share, by keyword.
+
+    Precision is always set explicitly (SFTConfig would otherwise default to bf16, which fails on CPUs
+    and older GPUs).
+    """
+    dtype = compute_dtype(recipe.precision)
+    return dict(
+        output_dir=output_dir,
+        run_name=recipe.run_name,
+        seed=recipe.seed,
+        per_device_train_batch_size=recipe.per_device_train_batch_size,
+        per_device_eval_batch_size=recipe.per_device_eval_batch_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        learning_rate=recipe.learning_rate,
+        num_train_epochs=recipe.num_train_epochs,
+        max_steps=recipe.max_steps,
+        warmup_steps=recipe.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        lr_scheduler_type=recipe.lr_scheduler_type,
+        weight_decay=recipe.weight_decay,
+        max_grad_norm=recipe.max_grad_norm,
+        optim=recipe.optim,
+        train_sampling_strategy="group_by_length" if recipe.group_by_length else "random",
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        logging_steps=recipe.logging_steps,
+        save_strategy=recipe.save_strategy,
+        save_total_limit=recipe.save_total_limit,
+        report_to=[name.strip() for name in recipe.report_to.split(",")],  # "wandb,tensorboard" names both
+        use_cpu=on_cpu,
+        ddp_backend="gloo" if on_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        disable_tqdm=False,
+    )
