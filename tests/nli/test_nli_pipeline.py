@@ -15,7 +15,7 @@ from tunelab.errors import TunelabError
 from tunelab.nli.pipeline import main
 from tunelab.rundir import record_start
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPE = runpy.run_path(str(ROOT / "recipes" / "phi2_snli.py"))["RECIPE"]
 
 

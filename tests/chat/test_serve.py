@@ -20,7 +20,7 @@ from tunelab.chat.serve import (
 )
 from tunelab.errors import TunelabError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONVERSATION = [{"role": "user", "content": "What is the capital of Peru?"},
                 {"role": "assistant", "content": "The capital of Peru is Lima."},
                 {"role": "user", "content": "And Chile?"}]

@@ -21,7 +21,7 @@ from tunelab.nli.pipeline import main, print_plan
 from tunelab.nli.starter_data import MISMATCHED_PHENOMENA, generate_starter_mnli
 from tunelab.rundir import read_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPE = runpy.run_path(str(ROOT / "recipes" / "gpt2_large_mnli.py"))["RECIPE"]
 SPLITS = ["train", "validation", "validation_matched", "validation_mismatched"]
 MATCHED_GENRES = ("fiction", "government", "slate", "telephone", "travel")
