@@ -199,7 +199,7 @@ def test_offline_wandb_run_holds_loss_memory_and_timings(tiny_phi_dir, snli_dir,
     for name in ("WANDB_PROJECT", "WANDB_NAME", "WANDB_RUN_GROUP", "WANDB_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
     run_dir = main(parse_recipe(RECIPE, tiny_overrides(tiny_phi_dir, data_dir, tmp_path / "runs", "--report_to", "wandb",
-                                                       "--profile", "cpu")))
+                                                       "--profile", "cpu", "--temperature_scaling", "true")))
     out = capsys.readouterr().out
 
     run = offline_run(run_dir)
@@ -219,6 +219,15 @@ def test_offline_wandb_run_holds_loss_memory_and_timings(tiny_phi_dir, snli_dir,
                 "test/test_finetuned_accuracy"):
         assert key in summary, key
     assert summary["train/tokens_per_s"] > 0 and summary["monitoring/peak/cpu_peak_rss_gib"] > 0
+    # the report's statistics (eval/test/statistics.json) with the temperature fitted on the validation rows
+    statistics = json.loads((run_dir / "eval" / "test" / "statistics.json").read_text())
+    assert summary["statistics/test/accuracy_change_low"] == statistics["intervals"]["accuracy"]["change"]["low"]
+    assert summary["statistics/test/mcnemar_p"] == statistics["mcnemar"]["p_value"]
+    assert summary["statistics/test/finetuned_ece"] == statistics["calibration"]["finetuned"]["ece"]
+    for model in ("baseline", "finetuned"):
+        assert len((run_dir / "calibration" / model / "predictions.csv").read_text().splitlines()) == 1 + 15
+        assert summary[f"statistics/test/{model}_scaled_temperature"] > 0
+    assert "temperature (fitted on validation)" in (run_dir / "report" / "report.md").read_text()
     assert {"report/report.md", "report/report.html", "report/report.pdf", "report/memory.png",
             "eval/test/predictions.csv", "run_info.json", "monitoring.json"} <= run["files"]
 

@@ -39,12 +39,12 @@ def probability_labels(rows: list[dict]) -> list[str]:
 
 
 def as_arrays(rows: list[dict], labels: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gold codes, predicted codes and the (rows, labels) probabilities."""
+    """Gold codes, predicted codes and the (rows, labels) probabilities (renormalized: saved rounded)."""
     code = {label: i for i, label in enumerate(labels)}
     gold = np.array([code[row["gold"]] for row in rows])
     predicted = np.array([code[row["pred"]] for row in rows])
     probabilities = np.array([[float(row[f"p_{label}"]) for label in labels] for row in rows])
-    return gold, predicted, probabilities
+    return gold, predicted, probabilities / probabilities.sum(axis=1, keepdims=True)
 
 
 def pair_statistics(pairs: list[tuple[Path, Path]], validation: dict[str, Path] | None = None) -> dict | None:
