@@ -15,6 +15,7 @@ from tunelab.stats import (
     mcnemar,
     paired_intervals,
     paired_statistics,
+    perplexity_intervals,
     rows_to_resolve,
     scaled,
 )
@@ -118,3 +119,21 @@ def test_paired_statistics_of_one_split():
     assert result["mcnemar"]["verdict"].startswith("the gain is significant at 5%")
     assert set(result["calibration"]["temperature_scaled"]) == {"finetuned"}
     assert result["calibration"]["baseline"]["ece"] == pytest.approx(abs(0.8 - np.mean(predicted["baseline"] == gold)))
+
+
+def test_perplexity_interval_pools_tokens_and_narrows_with_conversations():
+    rng = np.random.default_rng(6)
+    widths = []
+    for conversations in (20, 320):
+        tokens = rng.integers(5, 60, conversations)
+        before = tokens * rng.normal(2.0, 0.3, conversations)  # summed NLL: about 2 nats a token
+        after = tokens * rng.normal(1.5, 0.3, conversations)
+        intervals = perplexity_intervals(before, after, tokens)
+        assert intervals["baseline"]["value"] == pytest.approx(np.exp(before.sum() / tokens.sum()))
+        assert intervals["relative_change"]["value"] == pytest.approx(
+            np.exp((after.sum() - before.sum()) / tokens.sum()) - 1)
+        for figures in intervals.values():
+            assert figures["low"] <= figures["value"] <= figures["high"]
+        assert intervals["change"]["high"] < 0  # a clear drop
+        widths.append(intervals["change"]["high"] - intervals["change"]["low"])
+    assert widths[1] < widths[0] / 2

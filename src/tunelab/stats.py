@@ -9,6 +9,8 @@
 - `calibration`: expected calibration error over 10 equal-width bins of the top-label confidence,
   the multiclass Brier score (scikit-learn) and the reliability diagram's bins; `fit_temperature`
   fits one temperature on validation rows (scipy.optimize), `scaled` applies it.
+- `perplexity_intervals`: the same paired bootstrap over held-out conversations for a chat run's
+  perplexity (each resample's perplexity pools its conversations' tokens) and its relative change.
 - `paired_statistics` puts them together for one split, as the JSON written to statistics.json.
 
 Labels are integer codes 0..k-1 throughout; probabilities are (rows, k) arrays.
@@ -69,6 +71,25 @@ def paired_intervals(gold: np.ndarray, baseline: np.ndarray, finetuned: np.ndarr
             role: {"value": float(values[i]), "low": float(low[i]), "high": float(high[i])}
             for role, i in (("baseline", m), ("finetuned", 3 + m), ("change", 6 + m))}
     return intervals
+
+
+def perplexity_intervals(nll_baseline: np.ndarray, nll_finetuned: np.ndarray, tokens: np.ndarray,
+                         n_resamples: int = RESAMPLES, seed: int = SEED) -> dict:
+    """{baseline, finetuned, change, relative_change} -> {value, low, high}: perplexity exp(summed NLL /
+    tokens) over resampled conversations (per-conversation summed NLL and assistant-token counts)."""
+
+    def statistic(before, after, tokens, axis=-1):
+        count = tokens.sum(axis=axis)
+        low, high = np.exp(before.sum(axis=axis) / count), np.exp(after.sum(axis=axis) / count)
+        return np.stack([low, high, high - low, high / low - 1])
+
+    data = tuple(np.asarray(column, dtype=float) for column in (nll_baseline, nll_finetuned, tokens))
+    values = statistic(*data)
+    result = bootstrap(data, statistic, paired=True, vectorized=True, n_resamples=n_resamples,
+                       confidence_level=CONFIDENCE, method="percentile", rng=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    return {name: {"value": float(values[i]), "low": float(low[i]), "high": float(high[i])}
+            for i, name in enumerate(("baseline", "finetuned", "change", "relative_change"))}
 
 
 def mcnemar(corrected: int, regressed: int) -> dict:
