@@ -200,9 +200,10 @@ def submit_to_slurm(sweep: dict, sweep_dir: Path, sbatch_flags: list[str]) -> No
         say(f"Submitted job array {array}: {len(pending)} run(s) of {len(sweep['runs'])} in {sweep_dir}")
         dependency = [f"--dependency=afterany:{array}"]
     report_command = shlex.join([sys.executable, "-m", "tunelab.cli", "sweep-report", str(sweep_dir.resolve())])
-    report_flags = [flag for flag in sbatch_flags if flag.split("=")[0] in ("--time", "--partition", "--output")]
+    report_flags = [flag for flag in sbatch_flags if flag.split("=")[0] in ("--time", "--partition")]
     job = sbatch([*dependency, "--job-name=tunelab-sweep-report", "--ntasks=1", "--cpus-per-task=1",
-                  "--gpus-per-node=0", *report_flags, f"--wrap={report_command}"], environment)
+                  "--gpus-per-node=0", *report_flags, f"--output={sweep_dir.resolve()}/slurm-sweep-report-%j.out",
+                  f"--wrap={report_command}"], environment)
     say(f"Submitted job {job}: the sweep report, once the runs have ended ({sweep_dir / 'report' / 'report.md'})")
 
 
