@@ -76,12 +76,13 @@ def validation_folders(run_dir: Path) -> dict[str, Path]:
 
 
 def split_statistics(split_dir: Path) -> dict | None:
-    """RUN_DIR/eval/<split>/statistics.json when written, else computed from the split's predictions."""
+    """Computed from the split's predictions (so never older than them), else RUN_DIR/eval/<split>/statistics.json."""
+    computed = pair_statistics([(split_dir / "baseline", split_dir / "finetuned")],
+                               validation_folders(split_dir.parent.parent))
     path = split_dir / "statistics.json"
-    if path.is_file():
+    if computed is None and path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
-    run_dir = split_dir.parent.parent
-    return pair_statistics([(split_dir / "baseline", split_dir / "finetuned")], validation_folders(run_dir))
+    return computed
 
 
 def write_run_statistics(run_dir: Path, splits: list[str]) -> None:
