@@ -1,7 +1,7 @@
 """Repeated runs and grids of settings, ending in one comparative report.
 
     tunelab sweep RECIPE --seed 42,7,1 --learning_rate 2e-4,5e-4 [--field value ...] [--sweep_dir DIR]
-    tunelab sweep RECIPE ... --slurm [--sbatch "--time=02:00:00 --gpus-per-node=1"]
+    tunelab sweep RECIPE ... --slurm [--sbatch="--time=02:00:00 --gpus-per-node=1"]
     tunelab sweep-report SWEEP_DIR
 
 A comma-separated value of a scalar setting is swept; list settings (test_splits, lora_target_modules, ...)
@@ -60,8 +60,8 @@ def parse_sweep_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--sweep_dir", help="folder of the sweep's runs (default: runs/sweep-<recipe>)")
     parser.add_argument("--slurm", action="store_true", help="submit the runs as a Slurm job array "
                                                              "(slurm/sweep.sbatch) instead of running them here")
-    parser.add_argument("--sbatch", default="", help="sbatch flags for --slurm, one string: "
-                                                     "\"--time=02:00:00 --gpus-per-node=1\"")
+    parser.add_argument("--sbatch", default="", help="sbatch flags for --slurm, one string after '=': "
+                                                     "--sbatch=\"--time=02:00:00 --gpus-per-node=1\"")
     return parser.parse_known_args(argv)
 
 
@@ -83,6 +83,8 @@ def build_grid(recipe_path: str, overrides: list[str]) -> tuple[list[str], dict[
             value = next(pairs, None)
             if value is None:
                 raise TunelabError(f"--{name} needs a value")
+        if name == "config":
+            value = str(Path(value).resolve())  # the runs may start elsewhere (a Slurm node, another folder)
         if "," in value and name not in list_fields:
             grid[name] = [part.strip() for part in value.split(",")]
         else:
