@@ -13,12 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tunelab.config import parse_recipe
 from tunelab.errors import TunelabError
 from tunelab.nli.config import NLIRecipe
 from tunelab.nli.pipeline import main
+from tunelab.stats import paired_statistics
 from tunelab.tracking import (
     NO_KEY,
     REDACTED,
@@ -26,6 +28,7 @@ from tunelab.tracking import (
     redact,
     report_targets,
     secret_values,
+    statistics_figures,
     wandb_init_arguments,
 )
 
@@ -186,6 +189,24 @@ def test_secret_values_and_redaction():
     assert set(secret_values(environ)) == {"abcdefgh", "hf_123456", "s3cr3t-value"}
     data = {"a": ["x hf_123456 y", ("abcdefgh",)], "hf_123456": 3, "n": 1.5}
     assert redact(data, secret_values(environ)) == {"a": [f"x {REDACTED} y", [REDACTED]], REDACTED: 3, "n": 1.5}
+
+
+def test_statistics_become_flat_summary_keys(tmp_path):
+    gold = np.array([0, 1, 2] * 10)
+    predicted = {"baseline": np.zeros(30, dtype=int), "finetuned": gold.copy()}
+    probabilities = {model: np.eye(3)[labels] * 0.7 + 0.1 for model, labels in predicted.items()}
+    statistics = paired_statistics(gold, predicted, probabilities, {"finetuned": (gold, probabilities["finetuned"])},
+                                   n_resamples=200)
+    (tmp_path / "eval" / "test").mkdir(parents=True)
+    (tmp_path / "eval" / "test" / "statistics.json").write_text(json.dumps(statistics))
+    figures = statistics_figures(tmp_path)
+    assert figures["statistics/test/accuracy_change_low"] == statistics["intervals"]["accuracy"]["change"]["low"]
+    assert figures["statistics/test/macro_f1_finetuned_high"] == statistics["intervals"]["macro_f1"]["finetuned"]["high"]
+    assert figures["statistics/test/mcnemar_p"] == statistics["mcnemar"]["p_value"]
+    assert figures["statistics/test/baseline_brier"] == statistics["calibration"]["baseline"]["brier"]
+    assert figures["statistics/test/finetuned_scaled_temperature"] > 0
+    assert "statistics/test/baseline_scaled_ece" not in figures  # no validation predictions for the baseline
+    assert statistics_figures(tmp_path / "nothing") == {}
 
 
 # ---------------------------------------------------------------------------- W&B for real, offline
