@@ -6,6 +6,7 @@
 - slurm/multi_node.sbatch with a stand-in recipe, 2 nodes x 2 processes: SIGUSR1 to the batch
   script reaches every training process on every node, and the job requeues itself.
 - the interruption test across two nodes with slurm/multi_node.sbatch (marked slow).
+- `tunelab sweep --slurm`: slurm/sweep.sbatch as a job array of two tiny runs, then the sweep report job.
 
 The cluster is started once for this module and stopped even when a test fails. It needs root (and
 apt-get if Slurm is not installed); elsewhere the tests are skipped with the reason, unless
@@ -217,6 +218,36 @@ def test_sigusr1_reaches_every_training_process_on_every_node(slurm, tmp_path):
     # in sessions of their own, torchrun's start_new_session, so a signal to the launcher's process group
     # would miss them: the script signals each launcher's children by pid.)
     assert all(rank["usr1_ignored_at_start"] for rank in ranks), ranks
+
+
+def test_sweep_runs_as_a_job_array_then_reports(slurm, tiny_phi_dir, snli_dir, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    flags = f"--gpus-per-node=0 --ntasks-per-node=1 --cpus-per-task=1 --time=30 --output={tmp_path}/slurm-%A_%a.out"
+    command = [sys.executable, "-m", "tunelab.cli", "sweep", str(ROOT / "recipes" / "phi2_snli.py"), "--sweep_dir",
+               str(sweep_dir), "--seed", "1,2", *recipe_args(tiny_phi_dir, snli_dir, "--num_train_epochs", "1"),
+               "--slurm", "--sbatch", flags]
+    env = {"PYTHONPATH": str(ROOT / "src")}
+    if sys.prefix == sys.base_prefix:
+        env["PATH"] = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+    result = slurm.command(*command, cwd=tmp_path, env=env, timeout=300)
+    array = re.search(r"Submitted job array (\d+): 2 run\(s\) of 2", result.stdout)
+    report_job = re.search(r"Submitted job (\d+): the sweep report", result.stdout)
+    assert array and report_job, result.stdout + result.stderr
+    info = slurm.wait_until_finished(report_job.group(1), timeout=900)
+    runs = [sweep_dir / "seed-1", sweep_dir / "seed-2"]
+    logs = "\n".join(log.read_text(errors="replace")[-3000:] for run in runs for log in run.glob("slurm-*.log"))
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", f"{info}\n{logs}\n{slurm.logs()}"
+    for run in runs:  # each array task is single_node.sbatch: its own log in its run directory, a finished run
+        (log,) = run.glob("slurm-*.log")
+        assert "[slurm] run finished" in log.read_text(), log.read_text()[-3000:]
+        assert (run / "run_info.json").is_file() and (run / "report" / "report.md").is_file()
+    results = json.loads((sweep_dir / "sweep_results.json").read_text())
+    assert [r["finished"] for r in results["runs"]] == [True, True]
+    assert (sweep_dir / "report" / "report.md").is_file()
+
+    # The same command again: every run is finished, so only the report is submitted.
+    again = slurm.command(*command, cwd=tmp_path, env=env, timeout=300)
+    assert "job array" not in again.stdout and "Submitted job" in again.stdout, again.stdout
 
 
 @pytest.mark.slow

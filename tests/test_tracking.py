@@ -13,12 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tunelab.config import parse_recipe
 from tunelab.errors import TunelabError
 from tunelab.nli.config import NLIRecipe
 from tunelab.nli.pipeline import main
+from tunelab.stats import paired_statistics
 from tunelab.tracking import (
     NO_KEY,
     REDACTED,
@@ -26,6 +28,7 @@ from tunelab.tracking import (
     redact,
     report_targets,
     secret_values,
+    statistics_figures,
     wandb_init_arguments,
 )
 
@@ -188,6 +191,24 @@ def test_secret_values_and_redaction():
     assert redact(data, secret_values(environ)) == {"a": [f"x {REDACTED} y", [REDACTED]], REDACTED: 3, "n": 1.5}
 
 
+def test_statistics_become_flat_summary_keys(tmp_path):
+    gold = np.array([0, 1, 2] * 10)
+    predicted = {"baseline": np.zeros(30, dtype=int), "finetuned": gold.copy()}
+    probabilities = {model: np.eye(3)[labels] * 0.7 + 0.1 for model, labels in predicted.items()}
+    statistics = paired_statistics(gold, predicted, probabilities, {"finetuned": (gold, probabilities["finetuned"])},
+                                   n_resamples=200)
+    (tmp_path / "eval" / "test").mkdir(parents=True)
+    (tmp_path / "eval" / "test" / "statistics.json").write_text(json.dumps(statistics))
+    figures = statistics_figures(tmp_path)
+    assert figures["statistics/test/accuracy_change_low"] == statistics["intervals"]["accuracy"]["change"]["low"]
+    assert figures["statistics/test/macro_f1_finetuned_high"] == statistics["intervals"]["macro_f1"]["finetuned"]["high"]
+    assert figures["statistics/test/mcnemar_p"] == statistics["mcnemar"]["p_value"]
+    assert figures["statistics/test/baseline_brier"] == statistics["calibration"]["baseline"]["brier"]
+    assert figures["statistics/test/finetuned_scaled_temperature"] > 0
+    assert "statistics/test/baseline_scaled_ece" not in figures  # no validation predictions for the baseline
+    assert statistics_figures(tmp_path / "nothing") == {}
+
+
 # ---------------------------------------------------------------------------- W&B for real, offline
 
 def test_offline_wandb_run_holds_loss_memory_and_timings(tiny_phi_dir, snli_dir, tmp_path, monkeypatch, capsys):
@@ -199,7 +220,7 @@ def test_offline_wandb_run_holds_loss_memory_and_timings(tiny_phi_dir, snli_dir,
     for name in ("WANDB_PROJECT", "WANDB_NAME", "WANDB_RUN_GROUP", "WANDB_RUN_ID"):
         monkeypatch.delenv(name, raising=False)
     run_dir = main(parse_recipe(RECIPE, tiny_overrides(tiny_phi_dir, data_dir, tmp_path / "runs", "--report_to", "wandb",
-                                                       "--profile", "cpu")))
+                                                       "--profile", "cpu", "--temperature_scaling", "true")))
     out = capsys.readouterr().out
 
     run = offline_run(run_dir)
@@ -219,6 +240,15 @@ def test_offline_wandb_run_holds_loss_memory_and_timings(tiny_phi_dir, snli_dir,
                 "test/test_finetuned_accuracy"):
         assert key in summary, key
     assert summary["train/tokens_per_s"] > 0 and summary["monitoring/peak/cpu_peak_rss_gib"] > 0
+    # the report's statistics (eval/test/statistics.json) with the temperature fitted on the validation rows
+    statistics = json.loads((run_dir / "eval" / "test" / "statistics.json").read_text())
+    assert summary["statistics/test/accuracy_change_low"] == statistics["intervals"]["accuracy"]["change"]["low"]
+    assert summary["statistics/test/mcnemar_p"] == statistics["mcnemar"]["p_value"]
+    assert summary["statistics/test/finetuned_ece"] == statistics["calibration"]["finetuned"]["ece"]
+    for model in ("baseline", "finetuned"):
+        assert len((run_dir / "calibration" / model / "predictions.csv").read_text().splitlines()) == 1 + 15
+        assert summary[f"statistics/test/{model}_scaled_temperature"] > 0
+    assert "temperature (fitted on validation)" in (run_dir / "report" / "report.md").read_text()
     assert {"report/report.md", "report/report.html", "report/report.pdf", "report/memory.png",
             "eval/test/predictions.csv", "run_info.json", "monitoring.json"} <= run["files"]
 

@@ -1,4 +1,4 @@
-"""The `tunelab` command: run a recipe, rebuild a report, compare evaluations, benchmark, prepare the offline default.
+"""The `tunelab` command: run a recipe or a sweep, rebuild a report, compare evaluations, benchmark, prepare the offline default.
 
 Errors a user can fix (TunelabError) print as one line and exit with status 2; `--debug`
 shows the traceback instead. A run stopped by a signal after saving a checkpoint exits with 3.
@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> None:
     chat.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     commands.add_parser("bench", help="training and evaluation throughput and memory vs the notebooks' approach "
                                       "(tunelab bench --help)", add_help=False)
+    commands.add_parser("sweep", help="run every combination of comma-separated settings, here or as a Slurm job "
+                                      "array, then the sweep report (tunelab sweep --help)", add_help=False)
+    sweep_report = commands.add_parser("sweep-report", help="rebuild the report of a sweep: tunelab sweep-report SWEEP_DIR")
+    sweep_report.add_argument("sweep_dir")
     embedded = commands.add_parser("prepare-embedded", help="convert the offline default model once (smollm2-135m)")
     embedded.add_argument("name", nargs="?", default="smollm2-135m")
     args, rest = parser.parse_known_args(argv)
@@ -68,6 +72,11 @@ def main(argv: list[str] | None = None) -> None:
 
             bench(rest)
             return
+        if args.command == "sweep":
+            from tunelab.sweep import sweep_command
+
+            print(sweep_command([arg for arg in rest if arg != "--debug"]))
+            return
         if args.command == "run-dir":
             print(load_recipe(args.recipe, rest).run_dir)
             return
@@ -81,6 +90,10 @@ def main(argv: list[str] | None = None) -> None:
             from tunelab.report.compare import compare
 
             print(compare(args.baseline_dir, args.finetuned_dir, args.out))
+        elif args.command == "sweep-report":
+            from tunelab.sweep import write_sweep_report
+
+            print(write_sweep_report(args.sweep_dir))
         elif args.command == "merge":
             from tunelab.chat.serve import merge_adapter
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import importlib.util
+import json
 import netrc
 import os
 import re
@@ -216,6 +217,7 @@ def finish_wandb(run, run_dir: Path, progress: dict) -> None:
         if any(path.is_file() for path in run_dir.glob(pattern)):
             run.save(str(run_dir / pattern), base_path=str(run_dir), policy="now")
     run.summary.update(summary_figures(progress))
+    run.summary.update(statistics_figures(run_dir))
     run.finish()
 
 
@@ -234,4 +236,21 @@ def summary_figures(progress: dict) -> dict[str, float]:
         figures.update({f"monitoring/peak/{label}_{key}": value for key, value in values.items()})
     if (progress.get("memory") or {}).get("peak_bytes"):
         figures["memory/peak_gib"] = round(progress["memory"]["peak_bytes"] / 2**30, 4)
+    return figures
+
+
+def statistics_figures(run_dir: Path) -> dict[str, float]:
+    """Intervals, McNemar's p and calibration from RUN_DIR/eval/<split>/statistics.json, as flat W&B summary keys."""
+    figures = {}
+    for path in sorted(run_dir.glob("eval/*/statistics.json")):
+        statistics, prefix = json.loads(path.read_text(encoding="utf-8")), f"statistics/{path.parent.name}"
+        for metric, roles in statistics["intervals"].items():
+            for role, interval in roles.items():
+                figures.update({f"{prefix}/{metric}_{role}_{end}": interval[end] for end in ("low", "high")})
+        figures[f"{prefix}/mcnemar_p"] = statistics["mcnemar"]["p_value"]
+        calibration = statistics["calibration"]
+        for model in ("baseline", "finetuned"):
+            figures.update({f"{prefix}/{model}_{name}": calibration[model][name] for name in ("ece", "brier")})
+        for model, scaled in calibration.get("temperature_scaled", {}).items():
+            figures.update({f"{prefix}/{model}_scaled_{name}": value for name, value in scaled.items()})
     return figures

@@ -193,6 +193,10 @@ def test_phi2_oasst1_recipe_on_a_tiny_4bit_phi(tiny_phi_dir, tmp_path, capsys):
                      for m in ("baseline", "finetuned"))
     assert before["assistant_tokens"] == after["assistant_tokens"] > 0 and before["conversations"] == 8
     assert after["perplexity"] < before["perplexity"]
+    for figures in (before, after):  # each conversation's losses, for the report's bootstrap interval
+        losses = figures["per_conversation"]
+        assert len(losses["nll_sum"]) == 8 and losses["assistant_tokens"] == before["per_conversation"]["assistant_tokens"]
+        assert sum(losses["nll_sum"]) / sum(losses["assistant_tokens"]) == pytest.approx(figures["mean_nll"])
     replies = json.loads((run_dir / "eval/chat/finetuned/replies.json").read_text())
     assert [r["prompt"] for r in replies] == ["What is the capital of Sweden?", "What is 23 plus 19?"]
     assert all(1 <= r["new_tokens"] <= 4 for r in replies)
@@ -211,6 +215,8 @@ def test_phi2_oasst1_recipe_on_a_tiny_4bit_phi(tiny_phi_dir, tmp_path, capsys):
 
     report = (run_dir / "report/report.md").read_text()
     assert f"{before['perplexity']:.2f} → {after['perplexity']:.2f}" in report
+    assert re.search(r"95% interval of the change: [-+][\d.]+ to [-+][\d.]+ \([-+][\d.]+% to [-+][\d.]+%\), by a "
+                     r"paired bootstrap over the 8 held-out conversations", report)
     assert "| What is 23 plus 19? |" in report and "end-of-turn token: '<|endoftext|>'" in report
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", info["started"]) and f"started {info['started']};" in report
     from tunelab.report import write_report
@@ -263,5 +269,8 @@ def test_two_cpu_processes_share_one_chat_run(tiny_llama_dir, tmp_path):
     progress = json.loads((run_dir / "progress.json").read_text())
     assert progress["monitoring"]["world_size"] == 2 and progress["monitoring"]["train_steps"] == 4
     for model in ("baseline", "finetuned"):
-        assert json.loads((run_dir / f"eval/chat/{model}/perplexity.json").read_text())["conversations"] == 8
+        perplexity = json.loads((run_dir / f"eval/chat/{model}/perplexity.json").read_text())
+        assert perplexity["conversations"] == 8
+        tokens = perplexity["per_conversation"]["assistant_tokens"]  # each conversation scored by exactly one rank
+        assert len(tokens) == 8 and all(tokens) and sum(tokens) == perplexity["assistant_tokens"]
     assert {p.name for p in (run_dir / "adapter").iterdir()} >= {"adapter_model.safetensors", "tunelab_chat.json"}

@@ -177,6 +177,13 @@ def test_recipe_end_to_end_on_tiny_gpt2(tiny_gpt2_dir, mnli_dir, tmp_path):
     assert list(improvement) == ["validation_matched", "validation_mismatched", "all splits"]
     report = (run_dir / "report" / "report.md").read_text()
     assert "## All splits" in report and "## Split: validation_mismatched (24 examples)" in report
+    statistics = json.loads((run_dir / "comparison" / "statistics.json").read_text())
+    assert list(statistics) == ["validation_matched", "validation_mismatched", "all splits"]
+    assert statistics["all splits"]["rows"] == 48
+    for split in ("validation_matched", "validation_mismatched"):
+        assert json.loads((run_dir / "eval" / split / "statistics.json").read_text()) == statistics[split]
+        assert f"| {split} | 24 | accuracy |" in report and f"reliability_{split}.png" in report
+    assert "| all splits | 48 | accuracy |" in report
 
     # A restart scores the saved rows, even when the source data has changed since.
     (run_dir / "run_info.json").unlink()

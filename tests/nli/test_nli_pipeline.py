@@ -32,7 +32,7 @@ def test_recipe_writes_every_output(tiny_phi_dir, snli_dir, tmp_path):
     assert run_dir == tmp_path / "phi2_snli"
     for name in ("config.yaml", "run_info.json", "train_log.json", "adapter/adapter_model.safetensors",
                  "eval/test/baseline/metrics.json", "eval/test/finetuned/metrics.json",
-                 "eval/test/predictions.csv", "eval/test/finetuned/predictions.csv",
+                 "eval/test/predictions.csv", "eval/test/finetuned/predictions.csv", "eval/test/statistics.json",
                  "report/report.md", "report/report.html", "report/report.pdf"):
         assert (run_dir / name).is_file(), name
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-16", "checkpoint-24"]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from scipy.stats import binomtest
 
 from tunelab.cli import main as cli_main
 from tunelab.errors import TunelabError
@@ -83,6 +84,35 @@ def test_comparison_outputs(tmp_path):
     assert "| all splits | 24 | F1 entailment |" in markdown
     assert (out / "comparison.png").read_bytes().startswith(b"\x89PNG")
     assert not list(out.glob("*.tmp"))
+
+
+def test_comparison_statistics(tmp_path):
+    out = compare(make_run(tmp_path / "run"), make_run(tmp_path / "run2"), tmp_path / "out")
+    statistics = json.loads((out / "statistics.json").read_text())
+    assert list(statistics) == ["matched", "mismatched", "all splits"]
+    discordant = {}
+    for split, (baseline, finetuned) in PREDICTIONS.items():
+        corrected = sum(b != g == f for g, b, f in zip(GOLD, baseline, finetuned))
+        regressed = sum(b == g != f for g, b, f in zip(GOLD, baseline, finetuned))
+        discordant[split] = (corrected, regressed)
+        test = statistics[split]["mcnemar"]
+        assert (test["corrected"], test["regressed"]) == (corrected, regressed)
+        assert test["p_value"] == pytest.approx(binomtest(corrected, corrected + regressed).pvalue)
+        change = statistics[split]["intervals"]["accuracy"]["change"]
+        assert change["value"] == pytest.approx(accuracy(finetuned) - accuracy(baseline))
+        assert change["low"] <= change["value"] <= change["high"]
+    # pooled: the rows of both splits together, so the discordant counts add up
+    pooled = statistics["all splits"]["mcnemar"]
+    assert (pooled["corrected"], pooled["regressed"]) == tuple(map(sum, zip(*discordant.values())))
+    assert statistics["all splits"]["rows"] == 24
+    table = list(csv.DictReader((out / "comparison.csv").open(encoding="utf-8")))
+    row = next(r for r in table if r["split"] == "matched" and r["metric"] == "accuracy")
+    interval = statistics["matched"]["intervals"]["accuracy"]["change"]
+    assert float(row["change_low"]) == pytest.approx(interval["low"], abs=1e-6)
+    assert float(row["mcnemar_p"]) == pytest.approx(statistics["matched"]["mcnemar"]["p_value"], abs=1e-6)
+    assert next(r for r in table if r["metric"] == "f1_neutral")["change_low"] == ""  # intervals: headline metrics
+    markdown = (out / "comparison.md").read_text()
+    assert "| matched | 12 | accuracy | 33.3% [" in markdown and "McNemar" in markdown
 
 
 def test_every_layout_of_an_evaluation_gives_the_same_comparison(tmp_path):

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from scipy.stats import binomtest
 
 from tunelab.errors import TunelabError
 from tunelab.metrics import classification_metrics
@@ -40,7 +41,8 @@ TRAIN_LOG = [
     {"epoch": 2.0, "step": 20, "loss": 0.5, "learning_rate": 0.0},
     {"epoch": 2.0, "step": 20, "eval_loss": 0.6},
 ]
-REPORT_FILES = ("report.md", "report.html", "report.pdf", "metrics_test.png", "confusion_test.png", "loss.png")
+REPORT_FILES = ("report.md", "report.html", "report.pdf", "metrics_test.png", "confusion_test.png", "loss.png",
+                "reliability_test.png")
 SCRIPT_PREMISE = "A man types <script>alert('x')</script> | on a\nkeyboard."
 
 
@@ -60,9 +62,22 @@ def make_run(root: Path, *, info=RUN_INFO, config=CONFIG, train_log=TRAIN_LOG, s
             (folder / name).mkdir(parents=True)
             metrics = classification_metrics(GOLD, predicted, LABELS)
             (folder / name / "metrics.json").write_text(json.dumps(metrics))
+            if predictions:
+                write_model_predictions(folder / name / "predictions.csv", predicted, 0.9 if name == "finetuned" else None)
         if predictions:
             write_predictions(folder / "predictions.csv")
     return run
+
+
+def write_model_predictions(path: Path, predicted: list[str], confidence: float | None = None) -> None:
+    """One model's predictions.csv as the pipeline writes it: the label and the 3-way probabilities."""
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["premise", "hypothesis", "gold", "pred", *(f"p_{label}" for label in LABELS)])
+        for i, (gold, pred) in enumerate(zip(GOLD, predicted)):
+            top = confidence or 0.5 + i / 100
+            writer.writerow([f"Premise number {i}.", f"Hypothesis number {i}.", gold, pred,
+                             *(top if label == pred else (1 - top) / 2 for label in LABELS)])
 
 
 def write_predictions(path: Path) -> None:
@@ -139,7 +154,7 @@ def test_markdown_tables_escape_pipes_and_newlines(report: Path):
 def test_html_is_self_contained_and_escaped(report: Path):
     page = (report.parent / "report.html").read_text(encoding="utf-8")
     assert 'src="http' not in page and "<link" not in page
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == 4
     assert "&lt;script&gt;" in page and "<script>" not in page
 
 
@@ -151,7 +166,8 @@ def test_missing_optional_parts_say_not_recorded(tmp_path: Path):
     assert text.count("not recorded") >= 8
     assert "| load | not recorded |" in text and "| train | 5.0 s |" in text
     assert "Peak memory: not recorded." in text and "there is no loss plot" in text
-    assert not (report.parent / "loss.png").exists()
+    assert not (report.parent / "loss.png").exists() and not (report.parent / "reliability_test.png").exists()
+    assert "no intervals or calibration" in text
     assert (report.parent / "report.pdf").read_bytes().rstrip().endswith(b"%%EOF")
 
 
@@ -182,3 +198,32 @@ def test_rebuilding_overwrites_in_place(tmp_path: Path):
     assert "rebuilt_recipe" in report.read_text(encoding="utf-8")
     assert "rebuilt_recipe" in (report.parent / "report.html").read_text(encoding="utf-8")
     assert sorted(p.name for p in report.parent.iterdir()) == sorted(REPORT_FILES)
+
+
+def test_report_states_intervals_significance_and_calibration(report: Path):
+    text = report.read_text(encoding="utf-8")
+    counts = expected_counts()
+    p_value = binomtest(counts["corrected"], counts["corrected"] + counts["regressed"]).pvalue
+    headline = next(line for line in text.splitlines() if line.startswith("- test: accuracy"))
+    assert "95% interval of the change [" in headline
+    assert f"{counts['corrected']} rows corrected, {counts['regressed']} regressed; McNemar p = {p_value:.3g}" in headline
+    assert ("is significant at 5%" in headline) == (p_value < 0.05)
+    assert re.search(r"^\| test \| 12 \| accuracy \| \d+\.\d% \[[\d.]+, [\d.]+\] \|", text, re.MULTILINE)
+    # the fine-tuned model says 0.9 for every prediction: its ECE is |accuracy - 0.9|
+    ece = abs(accuracy(FINETUNED) - 0.9)
+    assert f"| fine-tuned | {100 * ece:.1f} |" in text and "10 equal-width bins" in text
+    assert "temperature" not in text  # no validation predictions: no temperature scaling
+    assert not (report.parent.parent / "eval" / "test" / "statistics.json").exists()  # the report writes report/ only
+
+
+def test_temperature_scaling_from_validation_predictions(tmp_path: Path):
+    run = make_run(tmp_path)
+    for name, predicted in (("baseline", BASELINE), ("finetuned", FINETUNED)):
+        (run / "calibration" / name).mkdir(parents=True)
+        write_model_predictions(run / "calibration" / name / "predictions.csv", predicted, 0.9 if name == "finetuned" else None)
+    text = write_report(run).read_text(encoding="utf-8")
+    assert "| model | ECE | Brier | temperature (fitted on validation) | ECE after scaling | Brier after scaling |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| fine-tuned | "))
+    raw_ece, temperature = (float(cell) for cell in row.split("|")[2:5:2])
+    assert raw_ece == pytest.approx(100 * abs(accuracy(FINETUNED) - 0.9), abs=0.05)  # raw figures kept
+    assert temperature > 1  # 0.9 confidence at lower accuracy: over-confident, softened

@@ -278,15 +278,18 @@ def sft_config(recipe: ChatRecipe, output_dir: str, on_cpu: bool):
 def assistant_perplexity(model, rows: list[dict], pad_token_id: int, batch_size: int, state=None) -> dict:
     """exp(mean negative log-likelihood) over the assistant tokens (and their end-of-turn tokens) of `rows`.
 
-    Each process scores every world_size-th conversation; the sums are added over processes.
+    Each process scores every world_size-th conversation; the sums are added over processes. Each
+    conversation's summed NLL and token count are kept too (`per_conversation`), for the report's
+    bootstrap interval of the change (tunelab.stats).
     """
     state = state or PartialState()
     device = next(model.parameters()).device
-    mine = rows[state.process_index::state.num_processes]
-    order = sorted(range(len(mine)), key=lambda i: len(mine[i]["input_ids"]))  # similar lengths share a batch
-    total = torch.zeros(2, dtype=torch.float64, device=device)  # summed NLL, token count
+    mine = list(range(len(rows)))[state.process_index::state.num_processes]
+    order = sorted(mine, key=lambda i: len(rows[i]["input_ids"]))  # similar lengths share a batch
+    per_row = torch.zeros(len(rows), 2, dtype=torch.float64, device=device)  # summed NLL, token count
     for start in range(0, len(order), batch_size):
-        batch = [mine[i] for i in order[start:start + batch_size]]
+        indices = order[start:start + batch_size]
+        batch = [rows[i] for i in indices]
         width = max(len(row["input_ids"]) for row in batch)
         input_ids = torch.tensor([r["input_ids"] + [pad_token_id] * (width - len(r["input_ids"])) for r in batch])
         attention = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch])
@@ -294,14 +297,14 @@ def assistant_perplexity(model, rows: list[dict], pad_token_id: int, batch_size:
                                + [-100] * (width - len(r["input_ids"])) for r in batch])
         logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False).logits
         targets = labels[:, 1:].to(device)
-        nll = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                              ignore_index=-100, reduction="sum")
-        total += torch.stack([nll.double(), (targets != -100).sum().double()])
+        nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=-100, reduction="none")
+        per_row[indices] = torch.stack([nll.double().sum(1), (targets != -100).sum(1).double()], dim=1)
     if state.num_processes > 1 and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(total)
-    nll_sum, tokens = total.tolist()
+        torch.distributed.all_reduce(per_row)
+    nll_sum, tokens = per_row.sum(0).tolist()
     mean = nll_sum / max(tokens, 1)
-    return {"perplexity": math.exp(mean), "mean_nll": mean, "assistant_tokens": int(tokens)}
+    return {"perplexity": math.exp(mean), "mean_nll": mean, "assistant_tokens": int(tokens),
+            "per_conversation": {"nll_sum": per_row[:, 0].tolist(), "assistant_tokens": per_row[:, 1].long().tolist()}}
 
 
 def write_side_by_side(eval_dir: Path) -> None:

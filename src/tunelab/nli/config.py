@@ -36,6 +36,9 @@ class NLIRecipe(Recipe):
     label_words: list[str] = field(default_factory=lambda: list(NLI_LABELS))
     label_scoring: str = "first_token"
     max_length: int = 256
+    # Also score the validation split with both models (RUN_DIR/calibration/) and report, beside the raw
+    # calibration figures, those after a temperature fitted there (the test figures are never changed).
+    temperature_scaling: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -63,6 +63,7 @@ from tunelab.pipeline import (
     to_csv,
     train,
 )
+from tunelab.report.statistics import CALIBRATION_DIR
 from tunelab.rundir import atomic_write_json, atomic_write_text, read_csv
 
 
@@ -109,6 +110,9 @@ def evaluate_baseline(run: NLIRun) -> None:
         with run.watch.phase("baseline_eval"), run.model.disable_adapter():
             predictions = predict(trainer, run.tokenized(split), f"{split}_baseline")
         run.save_predictions(split, "baseline", predictions)
+    if run.recipe.temperature_scaling:
+        with run.model.disable_adapter():
+            run.save_validation_predictions("baseline")
     run.save_progress()
 
 
@@ -120,6 +124,8 @@ def evaluate_finetuned(run: NLIRun) -> None:
             with run.watch.phase("finetuned_eval"):
                 predictions = predict(run.trainer, run.tokenized(split), f"{split}_finetuned")
             run.save_predictions(split, "finetuned", predictions)
+        if run.recipe.temperature_scaling:
+            run.save_validation_predictions("finetuned")
     run.save_progress()
 
 
@@ -212,14 +218,21 @@ class NLIRun(PipelineRun):
             callbacks=self.trainer_callbacks(),
         ))
 
-    def save_predictions(self, split: str, model_name: str, predictions: np.ndarray) -> None:
+    def save_validation_predictions(self, model_name: str) -> None:
+        """The validation split's predictions, on which the report fits a temperature (tunelab.report.statistics)."""
+        split = self.recipe.validation_split
+        with self.watch.phase(f"{model_name}_eval"):
+            predictions = predict(self.trainer, self.tokenized(split), f"{split}_{model_name}")
+        self.save_predictions(split, model_name, predictions, self.dir / CALIBRATION_DIR / model_name)
+
+    def save_predictions(self, split: str, model_name: str, predictions: np.ndarray, folder: Path | None = None) -> None:
         """metrics.json and predictions.csv of one model on one split (main process only)."""
         if not self.state.is_main_process:
             return
         rows = self.rows[split]
         gold = [row["label"] for row in rows]
         predicted = [NLI_LABELS[i] for i in predictions.argmax(-1)]
-        folder = self.eval_dir(split) / model_name
+        folder = folder or self.eval_dir(split) / model_name
         atomic_write_json(folder / "metrics.json", classification_metrics(gold, predicted, NLI_LABELS))
         atomic_write_text(folder / "predictions.csv", to_csv([
             {"premise": row["premise"], "hypothesis": row["hypothesis"], "gold": row["label"], "pred": label,

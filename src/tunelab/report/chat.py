@@ -30,6 +30,7 @@ from tunelab.report.common import (
 )
 from tunelab.report.figures import new_figure
 from tunelab.report.render import write_documents
+from tunelab.stats import CONFIDENCE, RESAMPLES, SEED, perplexity_intervals
 
 MODELS = ("baseline", "finetuned")
 LABELS = {"baseline": "baseline", "finetuned": "fine-tuned"}
@@ -102,6 +103,7 @@ def _headline(evaluation: dict) -> list[str]:
     lines = [
         f"held-out perplexity (assistant tokens only): {before['perplexity']:.2f} → {after['perplexity']:.2f} "
         f"({change:+.1f}%)",
+        _interval_line(before, after),
         f"mean negative log-likelihood per assistant token: {before['mean_nll']:.3f} → {after['mean_nll']:.3f} nats",
         f"scored: {before.get('conversations', NOT_RECORDED)} held-out conversations, "
         f"{before.get('assistant_tokens', 0):,} assistant tokens (each reply's end-of-turn token included)",
@@ -112,6 +114,20 @@ def _headline(evaluation: dict) -> list[str]:
                             f"{len(replies[name])}" for name in MODELS)
         lines.append(f"eval prompts answered up to the end-of-turn token (not cut at max_new_tokens): {stopped}")
     return lines
+
+
+def _interval_line(before: dict, after: dict) -> str:
+    """The paired bootstrap interval of the perplexity change over the held-out conversations."""
+    if "per_conversation" not in before or "per_conversation" not in after:
+        return f"interval of the change: per-conversation losses {NOT_RECORDED} (perplexity.json from an older run)"
+    tokens = before["per_conversation"]["assistant_tokens"]
+    intervals = perplexity_intervals(before["per_conversation"]["nll_sum"], after["per_conversation"]["nll_sum"],
+                                     tokens)
+    change, relative = intervals["change"], intervals["relative_change"]
+    return (f"{CONFIDENCE:.0%} interval of the change: {change['low']:+.2f} to {change['high']:+.2f} "
+            f"({100 * relative['low']:+.1f}% to {100 * relative['high']:+.1f}%), by a paired bootstrap over the "
+            f"{len(tokens):,} held-out conversations ({RESAMPLES:,} resamples, seed {SEED}); "
+            + ("it excludes no change" if change["low"] > 0 or change["high"] < 0 else "it includes no change"))
 
 
 def _format_blocks(chat_format: dict | None) -> list[tuple]:

@@ -10,6 +10,9 @@
     comparison.png                  both models' headline metrics, one panel per split
     baseline_results.json, finetuned_results.json
                                     each model's metrics per split and pooled over all splits
+    statistics.json                 per split and pooled: 95% intervals of each metric and of its change
+                                    (paired bootstrap), McNemar's exact test, calibration (tunelab.stats);
+                                    the intervals and p-values also go into comparison.csv and .md
 
 An evaluation is one model's metrics.json and predictions.csv per split, found in any of:
 - a folder holding metrics.json: one split, named after the folder (or after its parent when the
@@ -38,12 +41,15 @@ from tunelab.metrics import HEADLINE_METRICS, METRIC_NAMES, classification_metri
 from tunelab.report.common import pct, points, read_metrics
 from tunelab.report.figures import confusion_axes, metrics_bars, new_figure
 from tunelab.report.render import to_markdown
+from tunelab.report.statistics import pair_statistics, validation_folders, write_run_statistics
 from tunelab.rundir import atomic_write
 
 ROLES = {"baseline": "baseline", "finetuned": "fine-tuned"}
 COMBINED = "all splits"
 ROW_COLUMNS = ("premise", "hypothesis", "gold")
-CSV_HEADER = ["split", "rows", "metric", "baseline", "finetuned", "absolute_change", "relative_change"]
+CSV_HEADER = ["split", "rows", "metric", "baseline", "finetuned", "absolute_change", "relative_change",
+              "change_low", "change_high", "mcnemar_p"]
+INTERVAL_HEADER = ["split", "rows", "metric", "baseline", "fine-tuned", "change", "McNemar p"]
 MARKDOWN_HEADER = ["split", "rows", "metric", "baseline", "fine-tuned", "change", "relative change"]
 
 Pairs = dict[str, tuple[dict, dict]]  # split -> (baseline metrics, fine-tuned metrics)
@@ -65,21 +71,27 @@ def compare(baseline: str | Path, finetuned: str | Path, out: str | Path | None 
 
 
 def write_run_comparison(run_dir: Path, splits: list[str]) -> Path:
-    """A run's report stage: each model's confusion.png per split, then RUN_DIR/comparison/."""
+    """A run's report stage: each model's confusion.png and eval/<split>/statistics.json per split, then
+    RUN_DIR/comparison/."""
     folders = {role: {split: run_dir / "eval" / split / role for split in splits} for role in ROLES}
     for role, by_split in folders.items():
         for split, folder in by_split.items():
             write_confusion_png(folder, f"{split}: {ROLES[role]}")
-    return write_comparison(folders["baseline"], folders["finetuned"], run_dir / "comparison")
+    write_run_statistics(run_dir, splits)
+    return write_comparison(folders["baseline"], folders["finetuned"], run_dir / "comparison",
+                            validation_folders(run_dir))
 
 
-def write_comparison(baseline: dict[str, Path], finetuned: dict[str, Path], out: Path) -> Path:
+def write_comparison(baseline: dict[str, Path], finetuned: dict[str, Path], out: Path,
+                     validation: dict[str, Path] | None = None) -> Path:
     """Check both evaluations hold the same rows, then write the comparison files into `out`."""
     pairs: Pairs = {}
-    for split, (before, after) in pair_splits(baseline, finetuned).items():
+    folders = pair_splits(baseline, finetuned)
+    for split, (before, after) in folders.items():
         check_same_rows(split, before, after)
         pairs[split] = (read_metrics(before / "metrics.json"), read_metrics(after / "metrics.json"))
     table = with_combined(pairs)
+    statistics = comparison_statistics(folders, validation)
     out.mkdir(parents=True, exist_ok=True)
     for index, (role, folders) in enumerate((("baseline", baseline), ("finetuned", finetuned))):
         results = {"model": role, "source": {split: str(folder) for split, folder in folders.items()},
@@ -89,9 +101,13 @@ def write_comparison(baseline: dict[str, Path], finetuned: dict[str, Path], out:
         _write_text(out / f"{role}_results.json", json.dumps(results, indent=2) + "\n")
     improvement = {name: changes(*metrics) for name, metrics in table.items()}
     _write_text(out / "improvement.json", json.dumps(improvement, indent=2) + "\n")
-    _write_text(out / "comparison.csv", _csv(improvement))
+    _write_text(out / "comparison.csv", _csv(improvement, statistics))
     header, rows = comparison_table(table)
-    _write_text(out / "comparison.md", "# Baseline vs fine-tuned\n\n" + to_markdown([("table", header, rows)]))
+    blocks = [("table", header, rows)]
+    if statistics:
+        _write_text(out / "statistics.json", json.dumps(statistics, indent=2) + "\n")
+        blocks += interval_blocks(statistics)
+    _write_text(out / "comparison.md", "# Baseline vs fine-tuned\n\n" + to_markdown(blocks))
     _write_png(out / "comparison.png", comparison_figure(table))
     return out
 
@@ -155,6 +171,42 @@ def _row_keys(path: Path) -> list[tuple[str, ...]]:
             raise TunelabError(f"{path} lacks the columns {', '.join(missing)}: it must be a model's predictions.csv "
                                "(premise, hypothesis, gold, pred)")
         return [tuple(row[column] for column in ROW_COLUMNS) for row in reader]
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def comparison_statistics(folders: dict[str, tuple[Path, Path]], validation: dict[str, Path] | None = None) -> dict:
+    """split (and "all splits", rows pooled, when there are several) -> tunelab.stats figures; {} when a
+    predictions.csv lacks the probabilities."""
+    statistics = {split: pair_statistics([pair], validation) for split, pair in folders.items()}
+    if len(folders) > 1:
+        statistics[COMBINED] = pair_statistics(list(folders.values()), validation)
+    return statistics if all(statistics.values()) else {}
+
+
+def interval_blocks(statistics: dict) -> list[tuple]:
+    """The intervals table with McNemar's p per split, and one plain sentence per split."""
+    first = next(iter(statistics.values()))
+    rows = []
+    for split, figures in statistics.items():
+        for metric, interval in figures["intervals"].items():
+            rows.append([split, f"{figures['rows']:,}", METRIC_NAMES.get(metric, metric),
+                         *(interval_text(interval[role], role == "change") for role in ("baseline", "finetuned", "change")),
+                         f"{figures['mcnemar']['p_value']:.3g}"])
+    return [
+        ("paragraph", f"{first['confidence_level']:.0%} confidence intervals by a paired bootstrap over the rows "
+                      f"({first['bootstrap']['resamples']:,} resamples, seed {first['bootstrap']['seed']}: both "
+                      "models scored on the same resampled rows); McNemar's exact test on the rows one model gets "
+                      "right and the other wrong."),
+        ("table", INTERVAL_HEADER, rows),
+        ("list", [f"{split}: {figures['mcnemar']['verdict']}" for split, figures in statistics.items()]),
+    ]
+
+
+def interval_text(interval: dict, change: bool = False) -> str:
+    value = points(interval["value"]) if change else pct(interval["value"])
+    return f"{value} [{100 * interval['low']:.1f}, {100 * interval['high']:.1f}]"
 
 
 # ---------------------------------------------------------------- figures and tables
@@ -225,16 +277,19 @@ def _metric_name(metric: str) -> str:
     return f"F1 {metric.removeprefix('f1_')}" if metric.startswith("f1_") else METRIC_NAMES.get(metric, metric)
 
 
-def _csv(improvement: dict) -> str:
+def _csv(improvement: dict, statistics: dict) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_HEADER)
     for split, change in improvement.items():
         for metric, figures in change.items():
             if metric != "rows":
+                interval = statistics.get(split, {}).get("intervals", {}).get(metric, {}).get("change", {})
+                p_value = statistics[split]["mcnemar"]["p_value"] if split in statistics else None
                 writer.writerow([split, change["rows"], metric, *(
-                    "" if figures[key] is None else round(figures[key], 6)
-                    for key in ("baseline", "finetuned", "absolute", "relative"))])
+                    "" if value is None else round(value, 6)
+                    for value in (*(figures[key] for key in ("baseline", "finetuned", "absolute", "relative")),
+                                  interval.get("low"), interval.get("high"), p_value))])
     return buffer.getvalue()
 
 

@@ -81,3 +81,22 @@ def loss_figure(train: list[tuple], validation: list[tuple]) -> Figure:
     axes.legend()
     axes.set_title("Loss by training step")
     return figure
+
+
+def reliability_figure(calibration: dict, title: str) -> Figure:
+    """Reliability diagram: accuracy vs mean confidence per confidence bin, both models, with the diagonal."""
+    figure = new_figure((5.2, 4.6))
+    axes = figure.add_subplot()
+    axes.plot([0, 1], [0, 1], ":", color="black", label="perfectly calibrated")
+    for model, name, color in (("baseline", "baseline", "#9e9e9e"), ("finetuned", "fine-tuned", "#1f77b4")):
+        filled = [b for b in calibration[model]["reliability"] if b["count"]]
+        axes.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], "o-", color=color,
+                  label=f"{name} (ECE {100 * calibration[model]['ece']:.1f} points)")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("mean confidence of the predicted label, per bin")
+    axes.set_ylabel("accuracy in the bin")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="upper left")
+    axes.set_title(title)
+    return figure

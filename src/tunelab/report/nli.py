@@ -38,8 +38,9 @@ from tunelab.report.common import (
     timing_blocks,
     training_blocks,
 )
-from tunelab.report.figures import confusion_axes, metrics_bars, new_figure
+from tunelab.report.figures import confusion_axes, metrics_bars, new_figure, reliability_figure
 from tunelab.report.render import write_documents
+from tunelab.report.statistics import split_statistics
 
 CATEGORIES = {
     "corrected": "baseline wrong, fine-tuned right",
@@ -58,6 +59,7 @@ class Split:
     baseline: dict
     finetuned: dict
     predictions: list[dict] | None  # None when predictions.csv is missing
+    statistics: dict | None = None  # tunelab.stats figures; None when the predictions lack probabilities
 
 
 def write_nli_report(run_dir: str | Path, max_examples: int = 5) -> Path:
@@ -78,7 +80,7 @@ def _load_splits(eval_dir: Path) -> list[Split]:
         baseline, finetuned = folder / "baseline" / "metrics.json", folder / "finetuned" / "metrics.json"
         if baseline.is_file() and finetuned.is_file():
             splits.append(Split(folder.name, read_metrics(baseline), read_metrics(finetuned),
-                                _read_predictions(folder / "predictions.csv")))
+                                _read_predictions(folder / "predictions.csv"), split_statistics(folder)))
     if not splits:
         raise TunelabError(
             f"no evaluation results in {eval_dir}: need eval/<split>/baseline/metrics.json and "
@@ -138,25 +140,36 @@ def _all_splits_blocks(run: Run, figures: dict[str, Figure]) -> list[tuple]:
         return []
     from tunelab.report.compare import (
         comparison_figure,
+        comparison_statistics,
         comparison_table,
+        interval_blocks,
         with_combined,
     )
 
     pairs = with_combined({split.name: (split.baseline, split.finetuned) for split in run.splits})
     header, rows = comparison_table(pairs)
     figures["comparison.png"] = comparison_figure(pairs)
+    folders = {split.name: tuple(run.directory / "eval" / split.name / role for role in ("baseline", "finetuned"))
+               for split in run.splits}
+    statistics = comparison_statistics(folders)
     return [
         ("heading", 2, "All splits"),
         ("paragraph", "Each metric on each split, and on all splits' rows pooled; the change is in points, "
                       "the relative change as a share of the baseline's value."),
         ("table", header, rows),
         ("image", "comparison.png", "baseline and fine-tuned metrics on every split"),
+        *(interval_blocks(statistics) if statistics else []),
     ]
 
 
 def _headline(split: Split) -> str:
     before, after = split.baseline["accuracy"], split.finetuned["accuracy"]
-    return f"{split.name}: accuracy {pct(before)} → {pct(after)} ({points(after - before)})"
+    line = f"{split.name}: accuracy {pct(before)} → {pct(after)} ({points(after - before)})"
+    if split.statistics is None:
+        return line
+    change = split.statistics["intervals"]["accuracy"]["change"]
+    return (f"{line}, {split.statistics['confidence_level']:.0%} interval of the change "
+            f"[{100 * change['low']:+.1f}, {100 * change['high']:+.1f}] points; {split.statistics['mcnemar']['verdict']}")
 
 
 def _split_blocks(split: Split, max_examples: int, figures: dict[str, Figure]) -> list[tuple]:
@@ -170,11 +183,52 @@ def _split_blocks(split: Split, max_examples: int, figures: dict[str, Figure]) -
          [[METRIC_NAMES.get(m, m), pct(before[m]), pct(after[m]), points(after[m] - before[m])]
           for m in HEADLINE_METRICS]),
         ("image", metrics_png, f"{split.name}: baseline and fine-tuned metrics"),
+        *_statistics_blocks(split, figures),
         ("heading", 3, "Per class (baseline → fine-tuned)"),
         ("table", ["class", "support", "precision", "recall", "F1"], _per_class_rows(before, after)),
         ("image", confusion_png, f"{split.name}: confusion matrices, rows = gold, columns = predicted"),
         *_failure_blocks(split, max_examples),
     ]
+
+
+def _statistics_blocks(split: Split, figures: dict[str, Figure]) -> list[tuple]:
+    """Confidence intervals, McNemar's test and calibration, from the models' 3-way probabilities."""
+    from tunelab.report.compare import interval_blocks
+
+    blocks: list[tuple] = [("heading", 3, "How sure: intervals, significance, calibration")]
+    statistics = split.statistics
+    if statistics is None:
+        return blocks + [("paragraph", f"eval/{split.name}/{{baseline,finetuned}}/predictions.csv with the "
+                                       f"3-way probabilities {NOT_RECORDED}: no intervals or calibration "
+                                       f"(written by {PRODUCER}).")]
+    calibration = statistics["calibration"]
+    reliability_png = f"reliability_{split.name}.png"
+    figures[reliability_png] = reliability_figure(calibration, f"{split.name}: reliability (n = {statistics['rows']:,})")
+    return [
+        *blocks,
+        *interval_blocks({split.name: statistics}),
+        ("paragraph", f"Calibration of the 3-way probabilities: expected calibration error (ECE) over "
+                      f"{calibration['binning']}, in points; Brier score summed over the classes (0 best, 2 worst)."),
+        ("table", ["model", "ECE", "Brier", *_scaled_header(calibration)],
+         [[name, f"{100 * calibration[model]['ece']:.1f}", f"{calibration[model]['brier']:.3f}",
+           *_scaled_cells(calibration, model)] for model, name in (("baseline", "baseline"), ("finetuned", "fine-tuned"))]),
+        ("image", reliability_png, f"{split.name}: reliability diagram of both models"),
+    ]
+
+
+def _scaled_header(calibration: dict) -> list[str]:
+    if "temperature_scaled" not in calibration:
+        return []
+    return ["temperature (fitted on validation)", "ECE after scaling", "Brier after scaling"]
+
+
+def _scaled_cells(calibration: dict, model: str) -> list[str]:
+    if "temperature_scaled" not in calibration:
+        return []
+    scaled = calibration["temperature_scaled"].get(model)
+    if scaled is None:
+        return [NOT_RECORDED] * 3
+    return [f"{scaled['temperature']:.2f}", f"{100 * scaled['ece']:.1f}", f"{scaled['brier']:.3f}"]
 
 
 def _per_class_rows(before: dict, after: dict) -> list[list[str]]:
