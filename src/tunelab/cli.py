@@ -11,11 +11,13 @@ import runpy
 import sys
 
 from tunelab.config import load_recipe
+from tunelab.console import quiet_third_party
 from tunelab.errors import TunelabError, exit_on_error
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    quiet_third_party(debug="--debug" in argv)
     parser = argparse.ArgumentParser(prog="tunelab", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a recipe file: tunelab run recipes/phi2_snli.py [--field value ...]")
