@@ -20,12 +20,14 @@ def main(argv: list[str] | None = None) -> None:
     quiet_third_party(debug="--debug" in argv)
     parser = argparse.ArgumentParser(prog="tunelab", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run a recipe file: tunelab run recipes/phi2_snli.py [--field value ...]")
+    # run and plan leave --help to the recipe, which lists its settings
+    run = commands.add_parser("run", help="run a recipe file: tunelab run recipes/phi2_snli.py [--field value ...]",
+                              add_help=False)
     run.add_argument("recipe")
     launch = commands.add_parser("launch", help="accelerate launch a recipe with a hardware profile's config: "
                                                 "tunelab launch RECIPE [--profile auto|cpu|a40|...] [--field value ...]")
     launch.add_argument("recipe")
-    plan = commands.add_parser("plan", help="print the resolved run plan without training")
+    plan = commands.add_parser("plan", help="print the resolved run plan without training", add_help=False)
     plan.add_argument("recipe")
     run_dir = commands.add_parser("run-dir", help="print the run directory a recipe with these settings writes to")
     run_dir.add_argument("recipe")
