@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
             launch_recipe(args.recipe, rest)
             return
         if args.command == "bench":
-            from tunelab.bench import main as bench
+            from tunelab.bench.command import main as bench
 
             bench(rest)
             return
