@@ -33,14 +33,7 @@ from tunelab.console import quiet_third_party, say
 from tunelab.errors import TrainingInterrupted, TunelabError, exit_on_error
 from tunelab.interrupts import StopOnSignal
 from tunelab.models import parameter_counts
-from tunelab.monitoring import (
-    ResourceMonitor,
-    Stopwatch,
-    format_summary,
-    hardware_info,
-    peak_memory,
-    software_versions,
-)
+from tunelab.monitoring import ResourceMonitor
 from tunelab.rundir import (
     MarkCheckpointComplete,
     acquire_run_lock,
@@ -51,6 +44,7 @@ from tunelab.rundir import (
     record_start,
     release_run_lock,
 )
+from tunelab.summary import Stopwatch, format_summary, hardware_info, peak_memory, software_versions
 from tunelab.tracking import check_tracking, finish_wandb, start_wandb
 
 MODELS = ("baseline", "finetuned")

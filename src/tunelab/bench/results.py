@@ -14,8 +14,8 @@ from tunelab.bench.variants import Variant
 from tunelab.bench.workloads import Workload
 from tunelab.flops import flops_per_token, peak_flops
 from tunelab.models import parameter_counts
-from tunelab.monitoring import hardware_info, software_versions
 from tunelab.rundir import atomic_write_json, atomic_write_text
+from tunelab.summary import hardware_info, software_versions
 
 
 def rates(measured: Measured) -> str:
