@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tunelab.config import SettingsError, parse_recipe, recipe_to_dict
+from tunelab.chat.config import ChatRecipe
+from tunelab.config import GROUPS, SettingsError, parse_recipe, recipe_to_dict
 from tunelab.errors import TunelabError
 from tunelab.nli.config import NLIRecipe
 
@@ -89,6 +90,9 @@ def test_help_lists_every_setting_by_group_with_the_recipes_values(capsys):
     assert "  --lora_target_modules list[str] (default: q_proj,k_proj,v_proj,o_proj)" in out
     groups = [line for line in out.splitlines() if line.endswith(":") and not line.startswith(" ")]
     assert groups == ["model:", "LoRA:", "data:", "optimisation:", "run:"]
+    for recipe_class in (NLIRecipe, ChatRecipe):
+        for f in dataclasses.fields(recipe_class):
+            assert f.metadata.get("group") in GROUPS and f.metadata.get("help"), f"{recipe_class.__name__}.{f.name}"
     assert out.index("--learning_rate") > out.index("optimisation:") > out.index("--max_length")
 
 

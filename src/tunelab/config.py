@@ -217,9 +217,12 @@ def settings_help(recipe: Recipe) -> str:
 
 
 def _show(value: object) -> str:
+    """A value as it is written on the command line."""
     if isinstance(value, list):
         return ",".join(map(str, value))
-    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    if value is None:
+        return "none"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:
