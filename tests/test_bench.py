@@ -12,7 +12,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tunelab import bench
+from tunelab.bench.command import main, parse_args
+from tunelab.bench.measure import parse_label
+from tunelab.bench.variants import REFERENCE, TUNELAB, VARIANTS
+from tunelab.bench.workloads import Inputs, collate
 from tunelab.errors import TunelabError
 from tunelab.nli.config import NLIRecipe
 from tunelab.nli.trainer import label_scores, label_token_ids
@@ -20,22 +23,22 @@ from tunelab.nli.trainer import label_scores, label_token_ids
 
 def test_parse_label_finds_the_first_label_word_in_a_generated_answer():
     words = ["entailment", "neutral", "contradiction"]
-    assert bench.parse_label(" Neutral.", words) == 1
-    assert bench.parse_label(" contradiction, not entailment", words) == 2
-    assert bench.parse_label(" the premise says", words) == -1
+    assert parse_label(" Neutral.", words) == 1
+    assert parse_label(" contradiction, not entailment", words) == 2
+    assert parse_label(" the premise says", words) == -1
 
 
 def test_reference_batches_are_the_answered_text_padded_to_max_length_with_padding_ignored(gpt2_tokenizer_dir):
     recipe = NLIRecipe(model_name_or_path=str(gpt2_tokenizer_dir), max_length=32)
     tokenizer = AutoTokenizer.from_pretrained(gpt2_tokenizer_dir)
     tokenizer.pad_token = tokenizer.eos_token
-    inputs = bench.Inputs(tokenizer, label_token_ids(tokenizer, recipe.label_words, "first_token"), [], [],
-                          prompt_ids={0: [5, 6, 7], 1: [5, 6]}, text_ids={0: [5, 6, 7, 8], 1: [5, 6, 9]})
-    batch = bench.collate(inputs, [0, 1], bench.REFERENCE, recipe, labels=[0, 1])
+    inputs = Inputs(tokenizer, label_token_ids(tokenizer, recipe.label_words, "first_token"), [], [],
+                    prompt_ids={0: [5, 6, 7], 1: [5, 6]}, text_ids={0: [5, 6, 7, 8], 1: [5, 6, 9]})
+    batch = collate(inputs, [0, 1], REFERENCE, recipe, labels=[0, 1])
     assert batch["input_ids"].shape == (2, 32)
     assert batch["input_ids"][1, :3].tolist() == [5, 6, 9]  # right padding, answer included
     assert batch["labels"][1, :3].tolist() == [5, 6, 9] and (batch["labels"][1, 3:] == -100).all()
-    shipped = bench.collate(inputs, [0, 1], bench.TUNELAB, recipe, labels=[0, 1])
+    shipped = collate(inputs, [0, 1], TUNELAB, recipe, labels=[0, 1])
     assert shipped["input_ids"].tolist() == [[5, 6, 7], [tokenizer.pad_token_id, 5, 6]]  # longest, left, no answer
 
 
@@ -48,10 +51,10 @@ def test_padding_to_max_length_leaves_the_label_scores_unchanged(tiny_gpt2_dir):
     label_ids = label_token_ids(tokenizer, recipe.label_words, "first_token")
     prompts = [tokenizer(text)["input_ids"] for text in ("Premise: A dog runs.\nHypothesis: An animal moves.\n"
                                                          "Relationship:", "Premise: Hi.\nHypothesis: Bye.\nRelationship:")]
-    inputs = bench.Inputs(tokenizer, label_ids, [], [], prompt_ids=dict(enumerate(prompts)))
+    inputs = Inputs(tokenizer, label_ids, [], [], prompt_ids=dict(enumerate(prompts)))
     scores = {}
-    for variant in (bench.TUNELAB, bench.VARIANTS["pad_to_max_length"]):
-        batch = bench.collate(inputs, [0, 1], variant, recipe, labels=[0, 0])
+    for variant in (TUNELAB, VARIANTS["pad_to_max_length"]):
+        batch = collate(inputs, [0, 1], variant, recipe, labels=[0, 0])
         with torch.no_grad():
             scores[variant.padding] = label_scores(model, batch, label_ids, "first_token")
     assert batch["input_ids"].shape[1] == 40
@@ -64,7 +67,7 @@ def test_bench_runs_reference_and_tunelab_alternating_and_writes_json_and_markdo
             "--variants", "reference,tunelab,pad_to_max_length,eval_in_order,generate_batched,lora_unmerged",
             "--steps", "1", "--warmup", "0",
             "--repeats", "2", "--eval_rows", "6", "--eval_repeats", "1", "--threads", "1", "--out", str(out)]
-    bench.main(argv)
+    main(argv)
     [json_file], [md_file] = out.glob("*.json"), out.glob("*.md")
     summary = json.loads(json_file.read_text())
     results = {r["variant"]["name"]: r for r in summary["results"]}
@@ -100,7 +103,7 @@ def test_bench_runs_reference_and_tunelab_alternating_and_writes_json_and_markdo
 
 def test_bench_merges_lora_for_evaluation_where_the_weights_are_not_4bit(tiny_llama_dir, snli_dir, tmp_path):
     out = tmp_path / "bench"
-    bench.main(["--workload", "smollm2_snli", "--model", str(tiny_llama_dir), "--dataset", str(snli_dir),
+    main(["--workload", "smollm2_snli", "--model", str(tiny_llama_dir), "--dataset", str(snli_dir),
                 "--variants", "tunelab,lora_unmerged,score_one_row", "--steps", "1", "--warmup", "0", "--repeats", "1",
                 "--eval_rows", "6", "--eval_repeats", "1", "--threads", "1", "--out", str(out)])
     [json_file] = out.glob("*.json")
@@ -113,7 +116,7 @@ def test_bench_merges_lora_for_evaluation_where_the_weights_are_not_4bit(tiny_ll
 
 def test_unknown_variant_is_refused_with_the_choices():
     with pytest.raises(TunelabError, match="unknown variant.*choose from reference, tunelab"):
-        bench.parse_args(["--variants", "reference,fastest"])
+        parse_args(["--variants", "reference,fastest"])
 
 
 def test_cli_reports_a_bad_bench_argument_in_one_line(tmp_path):

@@ -1,11 +1,19 @@
 """The recipe parser: YAML then command-line overrides, typed values, helpful errors."""
 
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from tunelab.config import parse_recipe, recipe_to_dict
+from tunelab.chat.config import ChatRecipe
+from tunelab.config import GROUPS, SettingsError, parse_recipe, recipe_to_dict
 from tunelab.errors import TunelabError
 from tunelab.nli.config import NLIRecipe
 
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = NLIRecipe(run_name="demo", learning_rate=2.5e-5, lora_r=32)
 
 
@@ -68,3 +76,63 @@ def test_bad_yaml_and_missing_file(tmp_path):
 def test_saved_config_leaves_out_run_control():
     data = recipe_to_dict(parse_recipe(DEFAULTS, ["--overwrite"]))
     assert "overwrite" not in data and data["run_name"] == "demo" and data["lora_r"] == 32
+
+
+def test_help_lists_every_setting_by_group_with_the_recipes_values(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        parse_recipe(DEFAULTS, ["--lora_r", "8", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(NLIRecipe):
+        assert f"  --{f.name} {f.type} (default: " in out and f.metadata["help"] in out, f.name
+    assert "  --lora_r int (default: 32)\n      rank of the LoRA matrices" in out, "the recipe's value, not 16"
+    assert "  --train_size int | None (default: none)" in out
+    assert "  --lora_target_modules list[str] (default: q_proj,k_proj,v_proj,o_proj)" in out
+    groups = [line for line in out.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert groups == ["model:", "LoRA:", "data:", "optimisation:", "run:"]
+    for recipe_class in (NLIRecipe, ChatRecipe):
+        for f in dataclasses.fields(recipe_class):
+            assert f.metadata.get("group") in GROUPS and f.metadata.get("help"), f"{recipe_class.__name__}.{f.name}"
+    assert out.index("--learning_rate") > out.index("optimisation:") > out.index("--max_length")
+
+
+@pytest.mark.parametrize("command", [
+    ["python", "recipes/phi2_snli.py", "--help"],
+    ["tunelab", "run", "recipes/phi2_snli.py", "--help"],
+    ["tunelab", "plan", "recipes/phi2_oasst1.py", "--help"],
+])
+def test_help_of_every_entry_point(command):
+    executable = sys.executable if command[0] == "python" else str(Path(sys.executable).with_name(command[0]))
+    result = subprocess.run([executable, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"usage: {command[-2]} [--config FILE.yaml]")
+    assert "  --model_name_or_path str (default: microsoft/phi-2)" in result.stdout
+    assert "\nrun:\n" in result.stdout and "--dry_run bool (default: false)" in result.stdout
+    chat = command[-2].endswith("oasst1.py")
+    assert ("--eval_prompts list[str]" in result.stdout) == chat and ("--label_words" in result.stdout) != chat
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("per_device_batch_size: 4\nwarmup_ratio: 2\n")
+    argv = ["--config", str(config), "--learning_rat", "1e-4", "--lora_r", "eight", "--lora_dropout", "1.0",
+            "--label_words", "yes,no", "positional"]
+    with pytest.raises(SettingsError) as error:
+        parse_recipe(DEFAULTS, argv)
+    lines = str(error.value).splitlines()
+    assert lines[0] == "7 problems in the settings:"
+    for message in ("unexpected argument 'positional'", "unknown setting 'per_device_batch_size' in " + str(config),
+                    "did you mean 'learning_rate'", "lora_r must be a whole number", "lora_dropout must be in [0, 1)",
+                    "label_words needs 3 words", "warmup_ratio must be in [0, 1), not 2.0"):
+        assert sum(message in line for line in lines[1:]) == 1, message
+
+
+def test_a_wrong_recipe_exits_with_one_error_message():
+    result = subprocess.run([sys.executable, "recipes/phi2_snli.py", "--lora_r", "0", "--train_stride", "0"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["tunelab: error: 2 problems in the settings:",
+                                          "  lora_r must be at least 1, not 0",
+                                          "  train_stride must be at least 1, not 0"]

@@ -184,7 +184,9 @@ def test_parser_random_input_ends_in_tunelab_error(overrides):
     try:
         parse_recipe(NLIRecipe(), argv)
     except TunelabError as error:
-        assert "\n" not in str(error)
+        problems = getattr(error, "problems", [str(error)])  # several problems: one line each, after a header
+        assert all("\n" not in problem for problem in problems)
+        assert len(problems) == 1 or str(error).startswith(f"{len(problems)} problems in the settings:\n")
 
 
 @settings(max_examples=200, deadline=None)

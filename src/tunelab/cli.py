@@ -11,19 +11,23 @@ import runpy
 import sys
 
 from tunelab.config import load_recipe
+from tunelab.console import quiet_third_party
 from tunelab.errors import TunelabError, exit_on_error
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    quiet_third_party(debug="--debug" in argv)
     parser = argparse.ArgumentParser(prog="tunelab", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run a recipe file: tunelab run recipes/phi2_snli.py [--field value ...]")
+    # run and plan leave --help to the recipe, which lists its settings
+    run = commands.add_parser("run", help="run a recipe file: tunelab run recipes/phi2_snli.py [--field value ...]",
+                              add_help=False)
     run.add_argument("recipe")
     launch = commands.add_parser("launch", help="accelerate launch a recipe with a hardware profile's config: "
                                                 "tunelab launch RECIPE [--profile auto|cpu|a40|...] [--field value ...]")
     launch.add_argument("recipe")
-    plan = commands.add_parser("plan", help="print the resolved run plan without training")
+    plan = commands.add_parser("plan", help="print the resolved run plan without training", add_help=False)
     plan.add_argument("recipe")
     run_dir = commands.add_parser("run-dir", help="print the run directory a recipe with these settings writes to")
     run_dir.add_argument("recipe")
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
             launch_recipe(args.recipe, rest)
             return
         if args.command == "bench":
-            from tunelab.bench import main as bench
+            from tunelab.bench.command import main as bench
 
             bench(rest)
             return

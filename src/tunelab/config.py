@@ -14,6 +14,7 @@ import difflib
 import os
 import re
 import runpy
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,104 +31,198 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 @dataclass
 class Recipe:
-    """Settings shared by every recipe: model, LoRA, optimisation and the run directory."""
+    """Settings shared by every recipe: model, LoRA, optimisation and the run directory.
+
+    Each setting's metadata holds its `help` and its `group` in `--help`.
+    """
 
     # Run
-    run_name: str = "run"
-    output_dir: str = "runs"
-    overwrite: bool = False
-    seed: int = 42
-    report_to: str = "none"
-    debug: bool = False
-    dry_run: bool = False  # print the resolved plan (tunelab plan) instead of running
-    stages: list[str] = field(default_factory=lambda: list(STAGES))
-    profile: str = "none"  # a hardware profile (tunelab.profiles), "auto", or none to keep the recipe as written
+    run_name: str = field(default="run", metadata={
+        "group": "run", "help": "the run's folder name under output_dir (letters, digits, '.', '_', '-')"})
+    output_dir: str = field(default="runs", metadata={"group": "run", "help": "the folder that holds run folders"})
+    overwrite: bool = field(default=False, metadata={"group": "run", "help": "replace a finished run of this name"})
+    seed: int = field(default=42, metadata={
+        "group": "run", "help": "random seed of LoRA initialisation, data order and dropout"})
+    report_to: str = field(default="none", metadata={
+        "group": "run", "help": "none, wandb, tensorboard or wandb,tensorboard"})
+    debug: bool = field(default=False, metadata={
+        "group": "run", "help": "show tracebacks and third-party warnings"})
+    dry_run: bool = field(default=False, metadata={
+        "group": "run", "help": "print the resolved plan (tunelab plan) instead of running"})
+    stages: list[str] = field(default_factory=lambda: list(STAGES), metadata={
+        "group": "run", "help": f"the stages to run, any subset of {','.join(STAGES)}"})
+    profile: str = field(default="none", metadata={
+        "group": "run",
+        "help": "a hardware profile (tunelab.profiles), \"auto\", or none to keep the recipe as written"})
 
     # Model
-    model_name_or_path: str = "smollm2-135m"
-    trust_remote_code: bool = False
-    load_in_4bit: bool = False
-    bnb_4bit_quant_type: str = "nf4"
-    bnb_4bit_use_double_quant: bool = True
-    bnb_4bit_quant_storage: str | None = None  # none: uint8, or the compute dtype under DeepSpeed ZeRO-3
-    allow_pickle: bool = False  # load .bin (pickle) weights; only for checkpoints you trust
-    precision: str = "auto"
-    gradient_checkpointing: bool = False
+    model_name_or_path: str = field(default="smollm2-135m", metadata={
+        "group": "model", "help": "a Hub id, a local model folder, or an embedded model's short name"})
+    trust_remote_code: bool = field(default=False, metadata={
+        "group": "model", "help": "run the model repository's own Python code; only for repositories you trust"})
+    load_in_4bit: bool = field(default=False, metadata={
+        "group": "model", "help": "quantize the base weights to 4 bits (QLoRA, bitsandbytes)"})
+    bnb_4bit_quant_type: str = field(default="nf4", metadata={"group": "model", "help": "4-bit type: nf4 or fp4"})
+    bnb_4bit_use_double_quant: bool = field(default=True, metadata={
+        "group": "model", "help": "quantize the quantization constants too (saves about 0.4 bits per weight)"})
+    bnb_4bit_quant_storage: str | None = field(default=None, metadata={
+        "group": "model", "help": "none: uint8, or the compute dtype under DeepSpeed ZeRO-3"})
+    allow_pickle: bool = field(default=False, metadata={
+        "group": "model", "help": "load .bin (pickle) weights; only for checkpoints you trust"})
+    precision: str = field(default="auto", metadata={
+        "group": "model", "help": f"compute precision: {', '.join(PRECISIONS)} (auto: bf16 where supported, else fp32)"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "group": "model", "help": "recompute activations in the backward pass: less memory, slower steps"})
 
     # LoRA
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_bias: str = "none"
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    lora_r: int = field(default=16, metadata={"group": "LoRA", "help": "rank of the LoRA matrices"})
+    lora_alpha: int = field(default=32, metadata={"group": "LoRA", "help": "LoRA scaling: updates scale by alpha / r"})
+    lora_dropout: float = field(default=0.05, metadata={"group": "LoRA", "help": "dropout on the LoRA input, in [0, 1)"})
+    lora_bias: str = field(default="none", metadata={
+        "group": "LoRA", "help": "which biases train: none, all or lora_only (PEFT)"})
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+                                           metadata={"group": "LoRA", "help": "the modules that get LoRA adapters"})
 
     # Optimisation
-    per_device_train_batch_size: int = 8
-    per_device_eval_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 2e-4
-    num_train_epochs: float = 3.0
-    max_steps: int = -1
-    warmup_ratio: float = 0.0
-    lr_scheduler_type: str = "linear"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    optim: str = "adamw_torch"
-    group_by_length: bool = False  # batches of similar lengths (less padding); order still seeded and resumable
-    logging_steps: int = 10
-    save_strategy: str = "epoch"
-    save_total_limit: int | None = 2
+    per_device_train_batch_size: int = field(default=8, metadata={
+        "group": "optimisation", "help": "training examples per process and step"})
+    per_device_eval_batch_size: int = field(default=16, metadata={
+        "group": "optimisation", "help": "evaluation examples per process and forward pass"})
+    gradient_accumulation_steps: int = field(default=1, metadata={
+        "group": "optimisation", "help": "steps whose gradients add up to one optimizer step"})
+    learning_rate: float = field(default=2e-4, metadata={"group": "optimisation", "help": "peak learning rate"})
+    num_train_epochs: float = field(default=3.0, metadata={
+        "group": "optimisation", "help": "passes over the training rows (max_steps wins when set)"})
+    max_steps: int = field(default=-1, metadata={
+        "group": "optimisation", "help": "optimizer steps to train; -1: as many as num_train_epochs take"})
+    warmup_ratio: float = field(default=0.0, metadata={
+        "group": "optimisation", "help": "fraction of the steps with a rising learning rate, in [0, 1)"})
+    lr_scheduler_type: str = field(default="linear", metadata={
+        "group": "optimisation", "help": "learning-rate schedule (transformers' SchedulerType)"})
+    weight_decay: float = field(default=0.0, metadata={"group": "optimisation", "help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={
+        "group": "optimisation", "help": "gradient clipping norm; 0 turns clipping off"})
+    optim: str = field(default="adamw_torch", metadata={
+        "group": "optimisation", "help": "optimizer (transformers' OptimizerNames, e.g. paged_adamw_8bit)"})
+    group_by_length: bool = field(default=False, metadata={
+        "group": "optimisation",
+        "help": "batches of similar lengths (less padding); order still seeded and resumable"})
+    logging_steps: int = field(default=10, metadata={
+        "group": "optimisation", "help": "log loss and monitoring figures every this many steps"})
+    save_strategy: str = field(default="epoch", metadata={
+        "group": "optimisation", "help": "when to save a checkpoint: epoch, steps or no"})
+    save_total_limit: int | None = field(default=2, metadata={
+        "group": "optimisation", "help": "checkpoints kept (older ones are deleted); none keeps all"})
 
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.run_name
 
     def __post_init__(self) -> None:
-        require(SAFE_NAME.match(self.run_name) is not None,
-                 f"run_name {self.run_name!r} must be a plain folder name (letters, digits, '.', '_', '-'; "
-                 "no '/' or '..'): set --run_name to such a name")
+        problems = self.problems()
+        if problems:
+            raise SettingsError(problems)
+
+    def problems(self) -> list[str]:
+        """Every out-of-range setting, one message each that says what to change."""
         unknown_stages = [stage for stage in self.stages if stage not in STAGES]
-        require(not unknown_stages and self.stages,
-                 f"stages {unknown_stages or '[]'} not understood: choose from {', '.join(STAGES)}")
-        require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        require(self.report_to == "none" or all(n.strip() in ("wandb", "tensorboard") for n in self.report_to.split(",")),
-                 f"report_to must be none, wandb, tensorboard or wandb,tensorboard, not {self.report_to!r}")
-        require(self.bnb_4bit_quant_storage in (None, "uint8", "bf16", "fp16", "fp32"),
-                 f"bnb_4bit_quant_storage must be uint8, bf16, fp16 or fp32, not {self.bnb_4bit_quant_storage!r}")
-        require(self.learning_rate > 0, f"learning_rate must be positive, not {self.learning_rate}")
-        require(self.lora_r >= 1, f"lora_r must be at least 1, not {self.lora_r}")
-        require(self.lora_alpha > 0, f"lora_alpha must be positive, not {self.lora_alpha}")
-        require(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), not {self.lora_dropout}")
-        require(len(self.lora_target_modules) > 0, "lora_target_modules is empty: name at least one module")
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size",
-                     "gradient_accumulation_steps", "logging_steps"):
-            require(getattr(self, name) >= 1, f"{name} must be at least 1, not {getattr(self, name)}")
-        require(self.num_train_epochs > 0 or self.max_steps > 0,
-                 "set num_train_epochs > 0 or max_steps > 0: there is nothing to train")
-        require(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
-        require(self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, not {self.max_grad_norm}")
+        checks = [
+            (SAFE_NAME.match(self.run_name) is not None,
+             f"run_name {self.run_name!r} must be a plain folder name (letters, digits, '.', '_', '-'; "
+             "no '/' or '..'): set --run_name to such a name"),
+            (not unknown_stages and self.stages,
+             f"stages {unknown_stages or '[]'} not understood: choose from {', '.join(STAGES)}"),
+            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"),
+            (self.report_to == "none" or all(n.strip() in ("wandb", "tensorboard") for n in self.report_to.split(",")),
+             f"report_to must be none, wandb, tensorboard or wandb,tensorboard, not {self.report_to!r}"),
+            (self.bnb_4bit_quant_storage in (None, "uint8", "bf16", "fp16", "fp32"),
+             f"bnb_4bit_quant_storage must be uint8, bf16, fp16 or fp32, not {self.bnb_4bit_quant_storage!r}"),
+            (self.learning_rate > 0, f"learning_rate must be positive, not {self.learning_rate}"),
+            (self.lora_r >= 1, f"lora_r must be at least 1, not {self.lora_r}"),
+            (self.lora_alpha > 0, f"lora_alpha must be positive, not {self.lora_alpha}"),
+            (0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), not {self.lora_dropout}"),
+            (len(self.lora_target_modules) > 0, "lora_target_modules is empty: name at least one module"),
+            *((getattr(self, name) >= 1, f"{name} must be at least 1, not {getattr(self, name)}")
+              for name in ("per_device_train_batch_size", "per_device_eval_batch_size",
+                           "gradient_accumulation_steps", "logging_steps")),
+            (self.num_train_epochs > 0 or self.max_steps > 0,
+             "set num_train_epochs > 0 or max_steps > 0: there is nothing to train"),
+            (0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}"),
+            (self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, not {self.max_grad_norm}"),
+        ]
+        return failed(checks)
 
 
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise TunelabError(message)
+def failed(checks: list[tuple[object, str]]) -> list[str]:
+    """The messages of the checks whose condition is false."""
+    return [message for condition, message in checks if not condition]
+
+
+class SettingsError(TunelabError):
+    """Every problem found in a recipe's settings; printed as one error, one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        if len(problems) == 1:
+            super().__init__(problems[0])
+        else:
+            super().__init__(f"{len(problems)} problems in the settings:\n" + "\n".join(f"  {p}" for p in problems))
 
 
 # ---------------------------------------------------------------------------- parsing
 
 def parse_recipe(defaults: Recipe, argv: list[str]) -> Recipe:
-    """Apply `--config FILE.yaml` (if given) and then `--field value` overrides to `defaults`."""
-    config_file, overrides = _split_argv(argv)
+    """Apply `--config FILE.yaml` (if given) and then `--field value` overrides to `defaults`.
+
+    `--help` prints every setting and exits. Every problem found (unknown or mistyped keys,
+    out-of-range values) is reported at once, in one SettingsError.
+    """
+    if "--help" in argv or "-h" in argv:
+        print(settings_help(defaults))
+        raise SystemExit(0)
+    problems: list[str] = []
+    config_file, overrides = _split_argv(argv, problems)
     values: dict[str, object] = {}
     if config_file is not None:
-        values.update(_coerce_all(defaults, _read_yaml(config_file), source=config_file))
-    values.update(_coerce_all(defaults, overrides, source="the command line"))
-    recipe = dataclasses.replace(defaults, **values)
+        values.update(_coerce_all(defaults, _read_yaml(config_file), config_file, problems))
+    values.update(_coerce_all(defaults, overrides, "the command line", problems))
+    try:
+        recipe = dataclasses.replace(defaults, **values)
+    except SettingsError as error:
+        problems += error.problems
+    if problems:
+        raise SettingsError(problems)
     if recipe.profile != "none":
         from tunelab.profiles import resolve_profile
 
         recipe = resolve_profile(recipe, explicit=set(values))
     return recipe
+
+
+GROUPS = ("model", "LoRA", "data", "optimisation", "run")
+
+
+def settings_help(recipe: Recipe) -> str:
+    """Every setting of `recipe` by group: `--name TYPE (default: the recipe's value)` and its help."""
+    lines = [f"usage: {sys.argv[0]} [--config FILE.yaml] [--SETTING VALUE ...] [--help]\n\n"
+             f"Settings of {recipe.run_name} ({type(recipe).__name__}), with this recipe's values as defaults. "
+             "A --config YAML file (setting: value) applies first, then the command line."]
+    fields = dataclasses.fields(recipe)
+    for group in GROUPS:
+        lines.append(f"\n{group}:")
+        for f in (f for f in fields if f.metadata.get("group") == group):
+            lines.append(f"  --{f.name} {f.type} (default: {_show(getattr(recipe, f.name))})")
+            lines.append(f"      {f.metadata['help']}")
+    return "\n".join(lines)
+
+
+def _show(value: object) -> str:
+    """A value as it is written on the command line."""
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if value is None:
+        return "none"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:
@@ -138,25 +233,26 @@ def recipe_to_dict(recipe: Recipe) -> dict:
     return data
 
 
-def _split_argv(argv: list[str]) -> tuple[str | None, dict[str, object]]:
+def _split_argv(argv: list[str], problems: list[str]) -> tuple[str | None, dict[str, object]]:
     config_file = None
     overrides: dict[str, object] = {}
     i = 0
     while i < len(argv):
         arg = argv[i]
+        i += 1
         if not arg.startswith("--"):
-            raise TunelabError(f"unexpected argument {arg!r}: settings are given as --name value")
+            problems.append(f"unexpected argument {arg!r}: settings are given as --name value")
+            continue
         key, has_value, value = arg[2:].partition("=")
         key = key.replace("-", "_")
         if not has_value:
-            next_is_value = i + 1 < len(argv) and not argv[i + 1].startswith("--")
-            value = argv[i + 1] if next_is_value else "true"
+            next_is_value = i < len(argv) and not argv[i].startswith("--")
+            value = argv[i] if next_is_value else "true"
             i += 1 if next_is_value else 0
         if key == "config":
             config_file = value
         else:
             overrides[key] = value
-        i += 1
     return config_file, overrides
 
 
@@ -176,14 +272,18 @@ def _read_yaml(path: str) -> dict[str, object]:
     return {str(k): v for k, v in data.items()}
 
 
-def _coerce_all(recipe: Recipe, raw: dict[str, object], source: str) -> dict[str, object]:
+def _coerce_all(recipe: Recipe, raw: dict[str, object], source: str, problems: list[str]) -> dict[str, object]:
+    """The known settings converted to their types; each unknown or mistyped one adds to `problems`."""
     types_by_name = typing.get_type_hints(type(recipe))
     known = [f.name for f in dataclasses.fields(recipe)]
     coerced = {}
     for key, value in raw.items():
-        if key not in known:
-            raise TunelabError(f"unknown setting {key!r} in {source}{_suggestion(key, known)}")
-        coerced[key] = _coerce(key, value, types_by_name[key])
+        try:
+            if key not in known:
+                raise TunelabError(f"unknown setting {key!r} in {source}{_suggestion(key, known)}")
+            coerced[key] = _coerce(key, value, types_by_name[key])
+        except TunelabError as error:
+            problems.append(str(error))
     return coerced
 
 

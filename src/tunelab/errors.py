@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from contextlib import contextmanager
+
+from tunelab.console import say
 
 INTERRUPTED_EXIT_CODE = 3
 
@@ -22,8 +23,7 @@ def exit_on_error(debug: bool = False):
     try:
         yield
     except TrainingInterrupted as interrupted:
-        if os.environ.get("RANK", "0") == "0":
-            print(f"[tunelab] {interrupted}", file=sys.stderr, flush=True)
+        say(str(interrupted), stream=sys.stderr)
         sys.exit(INTERRUPTED_EXIT_CODE)
     except TunelabError as error:
         if debug:

@@ -29,18 +29,11 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback, set_seed
 
 from tunelab.config import Recipe, parse_recipe, recipe_to_dict
-from tunelab.console import say
+from tunelab.console import quiet_third_party, say
 from tunelab.errors import TrainingInterrupted, TunelabError, exit_on_error
 from tunelab.interrupts import StopOnSignal
 from tunelab.models import parameter_counts
-from tunelab.monitoring import (
-    ResourceMonitor,
-    Stopwatch,
-    format_summary,
-    hardware_info,
-    peak_memory,
-    software_versions,
-)
+from tunelab.monitoring import ResourceMonitor
 from tunelab.rundir import (
     MarkCheckpointComplete,
     acquire_run_lock,
@@ -51,6 +44,7 @@ from tunelab.rundir import (
     record_start,
     release_run_lock,
 )
+from tunelab.summary import Stopwatch, format_summary, hardware_info, peak_memory, software_versions
 from tunelab.tracking import check_tracking, finish_wandb, start_wandb
 
 MODELS = ("baseline", "finetuned")
@@ -59,6 +53,7 @@ MODELS = ("baseline", "finetuned")
 def run_recipe(main: Callable[[Recipe], Path], defaults: Recipe, argv: list[str] | None) -> None:
     """A recipe file's entry point: parse the overrides, run `main`, print errors on one line."""
     argv = sys.argv[1:] if argv is None else argv
+    quiet_third_party(debug="--debug" in argv)
     with exit_on_error(debug="--debug" in argv):
         main(parse_recipe(defaults, argv))
 

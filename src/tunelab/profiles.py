@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunelab.console import say
 from tunelab.errors import TunelabError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "accelerate_configs"
@@ -142,9 +143,9 @@ def apply_profile(recipe, profile: Profile, world_size: int, explicit: set[str])
     accumulation = recipe.gradient_accumulation_steps
     if "gradient_accumulation_steps" not in explicit:
         accumulation = max(1, round(effective / (batch * world_size)))
-    if batch * accumulation * world_size != effective and os.environ.get("RANK", "0") == "0":
-        print(f"[tunelab] profile {profile.name}: effective batch {batch * accumulation * world_size} "
-              f"(recipe: {effective}); it cannot be split evenly over {world_size} process(es)", flush=True)
+    if batch * accumulation * world_size != effective:
+        say(f"profile {profile.name}: effective batch {batch * accumulation * world_size} "
+            f"(recipe: {effective}); it cannot be split evenly over {world_size} process(es)")
     return dataclasses.replace(recipe, per_device_train_batch_size=batch,
                                gradient_accumulation_steps=accumulation, **changes)
 
@@ -154,8 +155,7 @@ def resolve_profile(recipe, explicit: set[str], gpus: list[Gpu] | None = None):
     gpus = detect_gpus() if gpus is None else gpus
     if recipe.profile == "auto":
         profile, reason = auto_profile(gpus)
-        if os.environ.get("RANK", "0") == "0":
-            print(f"[tunelab] profile auto -> {profile.name}: {reason}", flush=True)
+        say(f"profile auto -> {profile.name}: {reason}")
     else:
         profile = get_profile(recipe.profile)
     check_hardware(profile, gpus)

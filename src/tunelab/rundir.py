@@ -19,6 +19,7 @@ from pathlib import Path
 from accelerate import PartialState
 from transformers import TrainerCallback
 
+from tunelab.console import say
 from tunelab.errors import TunelabError
 
 FINISHED_MARKER = "run_info.json"
@@ -98,8 +99,8 @@ def acquire_run_lock(run_dir: Path) -> None:
                     f"{run_dir} is in use by pid {holder.get('pid')} on {holder.get('host')} "
                     f"(since {holder.get('started')}): wait for that run to finish, choose another --run_name, "
                     f"or delete {lock} if that process is gone") from None
-            print(f"[tunelab] removing stale lock {lock} (pid {holder.get('pid')} on {holder.get('host')})",
-                  file=sys.stderr, flush=True)
+            say(f"removing stale lock {lock} (pid {holder.get('pid')} on {holder.get('host')})",
+                every_process=True, stream=sys.stderr)
             lock.unlink(missing_ok=True)
             continue
         with os.fdopen(fd, "w") as handle:
@@ -163,9 +164,8 @@ def last_complete_checkpoint(folder: Path) -> str | None:
     for _, checkpoint in numbered:
         if (checkpoint / CHECKPOINT_COMPLETE).exists():
             return str(checkpoint)
-        if PartialState().is_main_process:
-            print(f"[tunelab] warning: skipping {checkpoint}: it was not completely written "
-                  "(the run stopped while saving it)", file=sys.stderr, flush=True)
+        say(f"warning: skipping {checkpoint}: it was not completely written (the run stopped while saving it)",
+            stream=sys.stderr)
     return None
 
 

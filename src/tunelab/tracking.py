@@ -149,8 +149,8 @@ def wandb_init_arguments(recipe, run_dir: Path, num_processes: int, environ=os.e
 
 def run_config(recipe, run_dir: Path, num_processes: int, environ=os.environ) -> dict:
     from tunelab.config import recipe_to_dict
-    from tunelab.monitoring import hardware_info, software_versions
     from tunelab.profiles import PROFILES
+    from tunelab.summary import hardware_info, software_versions
 
     profile = PROFILES.get(recipe.profile)
     slurm = {name.removeprefix("SLURM_").lower(): environ[name] for name in (

@@ -29,6 +29,7 @@ import torch
 import yaml
 
 from tunelab.chat.format import end_of_turn_id, generation_prompt
+from tunelab.console import say
 from tunelab.errors import TunelabError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -265,5 +266,5 @@ def chat_command(path: str, use: str = "auto", max_new_tokens: int = 256, temper
     if threads:
         torch.set_num_threads(threads)
     model, tokenizer, what = load_chat_model(path, use)
-    print(f"[tunelab] chatting with the {what} (CPU, {torch.get_num_threads()} threads)", file=sys.stderr, flush=True)
+    say(f"chatting with the {what} (CPU, {torch.get_num_threads()} threads)", stream=sys.stderr)
     chat_loop(model, tokenizer, max_new_tokens=max_new_tokens, temperature=temperature, system=system)

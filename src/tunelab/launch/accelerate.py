@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tunelab.console import say
 from tunelab.profiles import (
     auto_profile,
     check_hardware,
@@ -42,7 +43,7 @@ def launch_recipe(recipe_path: str, argv: list[str]) -> None:
 
     command, env = launch_command(recipe_path, argv)
     shown = [f"{k}={v}" for k, v in env.items()] + [shlex.join(command)]
-    print(f"[tunelab] {' '.join(shown)}", flush=True)
+    say(" ".join(shown))
     os.environ.update(env)
     try:
         accelerate_launch(launch_command_parser().parse_args(command[2:]))

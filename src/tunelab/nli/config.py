@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tunelab.config import Recipe, require
+from tunelab.config import Recipe, failed
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 
@@ -13,53 +13,74 @@ NLI_LABELS = ("entailment", "neutral", "contradiction")
 class NLIRecipe(Recipe):
     """A 3-way NLI classification recipe (SNLI, MultiNLI or the offline starter set)."""
 
-    dataset: str = "starter"
-    dataset_config: str | None = None
-    train_split: str = "train"
-    validation_split: str = "validation"
-    test_splits: list[str] = field(default_factory=lambda: ["test"])
-    # Every `stride`-th row after dropping rows without a gold label, then at most `size` rows.
-    train_stride: int = 1
-    train_size: int | None = None
-    validation_stride: int = 1
-    validation_size: int | None = None
-    test_stride: int = 1
-    test_size: int | None = None
-    # Or `<split>_sample` random rows per split (seeded by sample_seed and the split name; all rows
-    # when the split has fewer), and `validation_fraction` of the train rows held out as the
-    # internal validation set instead of reading validation_split (the MultiNLI rule).
-    train_sample: int | None = None
-    validation_sample: int | None = None
-    test_sample: int | None = None
-    validation_fraction: float = 0.0
-    sample_seed: int = 42
-    label_words: list[str] = field(default_factory=lambda: list(NLI_LABELS))
-    label_scoring: str = "first_token"
-    max_length: int = 256
-    # Also score the validation split with both models (RUN_DIR/calibration/) and report, beside the raw
-    # calibration figures, those after a temperature fitted there (the test figures are never changed).
-    temperature_scaling: bool = False
+    dataset: str = field(default="starter", metadata={
+        "group": "data", "help": "starter (the offline set), a folder of train/validation/test.jsonl, or a Hub id"})
+    dataset_config: str | None = field(default=None, metadata={
+        "group": "data", "help": "the Hub dataset's configuration name, if it has several"})
+    train_split: str = field(default="train", metadata={"group": "data", "help": "the split to train on"})
+    validation_split: str = field(default="validation", metadata={
+        "group": "data", "help": "the split evaluated during training"})
+    test_splits: list[str] = field(default_factory=lambda: ["test"], metadata={
+        "group": "data", "help": "the splits scored before and after fine-tuning"})
+    train_stride: int = field(default=1, metadata={
+        "group": "data", "help": "every this-many-th train row, after dropping rows without a gold label"})
+    train_size: int | None = field(default=None, metadata={
+        "group": "data", "help": "then at most this many train rows (none: all)"})
+    validation_stride: int = field(default=1, metadata={
+        "group": "data", "help": "every this-many-th validation row, after dropping rows without a gold label"})
+    validation_size: int | None = field(default=None, metadata={
+        "group": "data", "help": "then at most this many validation rows (none: all)"})
+    test_stride: int = field(default=1, metadata={
+        "group": "data", "help": "every this-many-th test row, after dropping rows without a gold label"})
+    test_size: int | None = field(default=None, metadata={
+        "group": "data", "help": "then at most this many test rows (none: all)"})
+    train_sample: int | None = field(default=None, metadata={
+        "group": "data", "help": "or this many random train rows (seeded by sample_seed and the split name; "
+                                 "all rows when the split has fewer)"})
+    validation_sample: int | None = field(default=None, metadata={
+        "group": "data", "help": "or this many random validation rows"})
+    test_sample: int | None = field(default=None, metadata={"group": "data", "help": "or this many random test rows"})
+    validation_fraction: float = field(default=0.0, metadata={
+        "group": "data", "help": "hold this fraction of the train rows out as the validation set instead of "
+                                 "reading validation_split (the MultiNLI rule)"})
+    sample_seed: int = field(default=42, metadata={"group": "data", "help": "seed of the random rows (*_sample)"})
+    label_words: list[str] = field(default_factory=lambda: list(NLI_LABELS), metadata={
+        "group": "data", "help": f"the answer word for each of {', '.join(NLI_LABELS)}"})
+    label_scoring: str = field(default="first_token", metadata={
+        "group": "data", "help": "score a label by its first token or its whole sequence: first_token or sequence"})
+    max_length: int = field(default=256, metadata={
+        "group": "data", "help": "tokens per prompt; longer prompts are cut"})
+    temperature_scaling: bool = field(default=False, metadata={
+        "group": "run", "help": "also score the validation split with both models (RUN_DIR/calibration/) and report, "
+                                 "beside the raw calibration figures, those after a temperature fitted there (test "
+                                 "figures are never changed)"})
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(len(self.label_words) == len(NLI_LABELS),
-                 f"label_words needs {len(NLI_LABELS)} words, one for each of {', '.join(NLI_LABELS)}")
-        require(len(set(self.label_words)) == len(self.label_words), "label_words must all differ")
-        require(self.label_scoring in ("first_token", "sequence"),
-                 f"label_scoring must be 'first_token' or 'sequence', not {self.label_scoring!r}")
-        require(self.max_length >= 16, f"max_length must be at least 16, not {self.max_length}")
-        for split in ("train", "validation", "test"):
-            stride, size = getattr(self, f"{split}_stride"), getattr(self, f"{split}_size")
-            require(stride >= 1, f"{split}_stride must be at least 1, not {stride}")
-            require(size is None or size >= 1, f"{split}_size must be at least 1 (or none for all rows), not {size}")
-            sample = getattr(self, f"{split}_sample")
-            require(sample is None or sample >= 1, f"{split}_sample must be at least 1 (or none), not {sample}")
-            require(sample is None or (stride == 1 and size is None),
-                     f"{split}_sample (random rows) cannot be combined with {split}_stride/{split}_size (every "
-                     f"k-th row): set {split}_sample none, or {split}_stride 1 and {split}_size none")
-        require(0 <= self.validation_fraction < 1,
-                 f"validation_fraction must be in [0, 1), not {self.validation_fraction}")
-        require(self.validation_fraction == 0 or (self.validation_sample is None and self.validation_stride == 1
-                                                   and self.validation_size is None),
-                 "validation_fraction holds validation rows out of the train rows, so validation_sample/"
-                 "validation_stride/validation_size do not apply: reset them, or set validation_fraction 0")
+    def problems(self) -> list[str]:
+        checks = [
+            (len(self.label_words) == len(NLI_LABELS),
+             f"label_words needs {len(NLI_LABELS)} words, one for each of {', '.join(NLI_LABELS)}"),
+            (len(set(self.label_words)) == len(self.label_words), "label_words must all differ"),
+            (self.label_scoring in ("first_token", "sequence"),
+             f"label_scoring must be 'first_token' or 'sequence', not {self.label_scoring!r}"),
+            (self.max_length >= 16, f"max_length must be at least 16, not {self.max_length}"),
+            *(check for split in ("train", "validation", "test") for check in self.split_checks(split)),
+            (0 <= self.validation_fraction < 1,
+             f"validation_fraction must be in [0, 1), not {self.validation_fraction}"),
+            (self.validation_fraction == 0 or (self.validation_sample is None and self.validation_stride == 1
+                                               and self.validation_size is None),
+             "validation_fraction holds validation rows out of the train rows, so validation_sample/"
+             "validation_stride/validation_size do not apply: reset them, or set validation_fraction 0"),
+        ]
+        return super().problems() + failed(checks)
+
+    def split_checks(self, split: str) -> list[tuple[bool, str]]:
+        stride, size = getattr(self, f"{split}_stride"), getattr(self, f"{split}_size")
+        sample = getattr(self, f"{split}_sample")
+        return [
+            (stride >= 1, f"{split}_stride must be at least 1, not {stride}"),
+            (size is None or size >= 1, f"{split}_size must be at least 1 (or none for all rows), not {size}"),
+            (sample is None or sample >= 1, f"{split}_sample must be at least 1 (or none), not {sample}"),
+            (sample is None or (stride == 1 and size is None),
+             f"{split}_sample (random rows) cannot be combined with {split}_stride/{split}_size (every "
+             f"k-th row): set {split}_sample none, or {split}_stride 1 and {split}_size none"),
+        ]
