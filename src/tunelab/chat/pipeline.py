@@ -42,6 +42,7 @@ from tunelab.chat.data import load_chat_split
 from tunelab.chat.format import labels_from_masks, prepare_chat_tokenizer, tokenize_chat
 from tunelab.console import say
 from tunelab.errors import TunelabError
+from tunelab.launch.fsdp import FSDPOnCPU
 from tunelab.models import load_model, load_tokenizer
 from tunelab.pipeline import (
     MODELS,
@@ -179,7 +180,7 @@ class ChatRun(PipelineRun):
         from datasets import Dataset
         from trl import SFTTrainer
 
-        class ChatTrainer(ResumableLengthGrouping, SFTTrainer):
+        class ChatTrainer(FSDPOnCPU, ResumableLengthGrouping, SFTTrainer):
             """TRL's SFTTrainer; with group_by_length, a resumed run sees the same batches (tunelab.training)."""
 
         train_dataset = Dataset.from_list(self.tokenized["train"])
