@@ -57,13 +57,15 @@ class FSDPOnCPU:
     """Trainer mixin: an FSDP launch on CPU processes is sharded by accelerate's FSDP2 code as on GPUs."""
 
     def create_accelerator_and_postprocess(self):
+        from accelerate import PartialState
         from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
         super().create_accelerator_and_postprocess()
         state = self.accelerator.state
         if launched_fsdp_version() == 2 and state.distributed_type == DistributedType.MULTI_CPU:
             state.fsdp_plugin = FullyShardedDataParallelPlugin()  # from the FSDP_* variables accelerate launch set
-            state.distributed_type = DistributedType.FSDP
+            # Both shared states: each AcceleratorState() copies PartialState's distributed type back in.
+            state.distributed_type = PartialState().distributed_type = DistributedType.FSDP
             self.is_fsdp_enabled = True
 
 
