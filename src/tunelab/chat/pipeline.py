@@ -42,7 +42,7 @@ from tunelab.chat.data import load_chat_split
 from tunelab.chat.format import labels_from_masks, prepare_chat_tokenizer, tokenize_chat
 from tunelab.console import say
 from tunelab.errors import TunelabError
-from tunelab.launch.fsdp import FSDPOnCPU
+from tunelab.launch.fsdp import FSDPOnCPU, is_sharded_by_fsdp
 from tunelab.models import load_model, load_tokenizer
 from tunelab.pipeline import (
     MODELS,
@@ -212,7 +212,8 @@ class ChatRun(PipelineRun):
             perplexity = assistant_perplexity(model, self.tokenized["eval"], tokenizer.pad_token_id,
                                               self.recipe.per_device_eval_batch_size, self.state)
             replies = []
-            if self.state.is_main_process:
+            # A sharded model's forward passes are collective: every rank generates (greedy: the same tokens).
+            if self.state.is_main_process or is_sharded_by_fsdp(model):
                 from tunelab.chat.serve import generate_reply
 
                 for prompt in self.recipe.eval_prompts:
@@ -279,30 +280,40 @@ def sft_config(recipe: ChatRecipe, output_dir: str, on_cpu: bool):
 def assistant_perplexity(model, rows: list[dict], pad_token_id: int, batch_size: int, state=None) -> dict:
     """exp(mean negative log-likelihood) over the assistant tokens (and their end-of-turn tokens) of `rows`.
 
-    Each process scores every world_size-th conversation; the sums are added over processes.
+    Each process scores every world_size-th conversation; the sums are added over processes. Under FSDP2
+    a forward pass is collective, so a process with fewer batches runs (and does not count) extra ones.
     """
     state = state or PartialState()
     device = next(model.parameters()).device
     mine = rows[state.process_index::state.num_processes]
     order = sorted(range(len(mine)), key=lambda i: len(mine[i]["input_ids"]))  # similar lengths share a batch
+    batches = [[mine[i] for i in order[start:start + batch_size]] for start in range(0, len(order), batch_size)]
     total = torch.zeros(2, dtype=torch.float64, device=device)  # summed NLL, token count
-    for start in range(0, len(order), batch_size):
-        batch = [mine[i] for i in order[start:start + batch_size]]
-        width = max(len(row["input_ids"]) for row in batch)
-        input_ids = torch.tensor([r["input_ids"] + [pad_token_id] * (width - len(r["input_ids"])) for r in batch])
-        attention = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch])
-        labels = torch.tensor([labels_from_masks(r["input_ids"], r["assistant_masks"])
-                               + [-100] * (width - len(r["input_ids"])) for r in batch])
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False).logits
-        targets = labels[:, 1:].to(device)
-        nll = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                              ignore_index=-100, reduction="sum")
-        total += torch.stack([nll.double(), (targets != -100).sum().double()])
+    for batch in batches:
+        total += _summed_nll(model, batch, pad_token_id, device)
+    if is_sharded_by_fsdp(model):
+        most = math.ceil(math.ceil(len(rows) / state.num_processes) / batch_size)
+        for _ in range(most - len(batches)):
+            _summed_nll(model, rows[:1], pad_token_id, device)
     if state.num_processes > 1 and torch.distributed.is_initialized():
         torch.distributed.all_reduce(total)
     nll_sum, tokens = total.tolist()
     mean = nll_sum / max(tokens, 1)
     return {"perplexity": math.exp(mean), "mean_nll": mean, "assistant_tokens": int(tokens)}
+
+
+def _summed_nll(model, batch: list[dict], pad_token_id: int, device) -> torch.Tensor:
+    """[summed negative log-likelihood, token count] over the assistant tokens of one batch."""
+    width = max(len(row["input_ids"]) for row in batch)
+    input_ids = torch.tensor([r["input_ids"] + [pad_token_id] * (width - len(r["input_ids"])) for r in batch])
+    attention = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch])
+    labels = torch.tensor([labels_from_masks(r["input_ids"], r["assistant_masks"])
+                           + [-100] * (width - len(r["input_ids"])) for r in batch])
+    logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False).logits
+    targets = labels[:, 1:].to(device)
+    nll = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                          ignore_index=-100, reduction="sum")
+    return torch.stack([nll.double(), (targets != -100).sum().double()])
 
 
 def write_side_by_side(eval_dir: Path) -> None:
