@@ -33,6 +33,7 @@ EXPECTED = {
     "zero2.yaml": (DistributedType.DEEPSPEED, -1, None),
     "zero3.yaml": (DistributedType.DEEPSPEED, -1, None),
     "zero3_offload.yaml": (DistributedType.DEEPSPEED, 1, None),
+    "fsdp2.yaml": (DistributedType.FSDP, -1, None),
 }
 # accelerate raises when these come from the accelerate config next to a deepspeed_config_file.
 SET_BY_JSON_ONLY = {"gradient_accumulation_steps", "gradient_clipping", "zero_stage", "offload_optimizer_device",

@@ -85,7 +85,8 @@ def load_model(recipe: Recipe, vocab_size: int | None = None):
         model.resize_token_embeddings(vocab_size)
     if recipe.load_in_4bit:
         keep_4bit_weights_unpacked(model)
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     elif recipe.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -93,19 +94,31 @@ def load_model(recipe: Recipe, vocab_size: int | None = None):
 
 
 def quant_storage(recipe: Recipe, dtype: torch.dtype) -> torch.dtype:
-    """The dtype 4-bit weights are packed in: uint8, except under ZeRO-3, which shards every
-    parameter as one flat tensor and so needs the packed weights in the compute dtype."""
+    """The dtype 4-bit weights are packed in: uint8, except under DeepSpeed ZeRO-3 and FSDP2, which
+    shard every parameter as flat floating-point tensors and so need the packed weights in the compute dtype."""
     if importlib.util.find_spec("bitsandbytes") is None:
         raise TunelabError("load_in_4bit needs bitsandbytes, which is not installed: pip install bitsandbytes, "
                            "or set --load_in_4bit false")
     chosen = STORAGE_DTYPES[recipe.bnb_4bit_quant_storage] if recipe.bnb_4bit_quant_storage else None
-    if not is_deepspeed_zero3_enabled():
+    sharding = weight_sharding()
+    if sharding is None:
         return chosen or torch.uint8
     if chosen not in (None, dtype):
-        raise TunelabError(f"DeepSpeed ZeRO-3 with 4-bit weights needs bnb_4bit_quant_storage equal to the compute "
+        other = "ZeRO-2 (accelerate_configs/zero2.yaml)" if sharding.startswith("DeepSpeed") else \
+            "DDP (accelerate_configs/multi_gpu.yaml)"
+        raise TunelabError(f"{sharding} with 4-bit weights needs bnb_4bit_quant_storage equal to the compute "
                            f"dtype ({str(dtype).removeprefix('torch.')}), not {recipe.bnb_4bit_quant_storage}: "
-                           "leave --bnb_4bit_quant_storage unset, or use ZeRO-2 (accelerate_configs/zero2.yaml)")
+                           f"leave --bnb_4bit_quant_storage unset, or use {other}")
     return dtype
+
+
+def weight_sharding() -> str | None:
+    """The launch that shards the weights themselves across processes (DeepSpeed ZeRO-3 or FSDP2), or None."""
+    from tunelab.launch.fsdp import launched_fsdp_version
+
+    if is_deepspeed_zero3_enabled():
+        return "DeepSpeed ZeRO-3"
+    return "FSDP2" if launched_fsdp_version() == 2 else None
 
 
 def keep_4bit_weights_unpacked(model: torch.nn.Module) -> None:
@@ -157,8 +170,8 @@ def targets_conv1d(model: torch.nn.Module, targets: list[str]) -> bool:
 def adapter_merged(model: PeftModel) -> Iterator[bool]:
     """Inside the block the LoRA weights are added into the base weights (PEFT's `merge_adapter`), so a
     forward pass runs no adapter layers: the same scores to float rounding, and faster (`tunelab bench`,
-    variant lora_unmerged). Yields whether it merged: 4-bit weights would be requantized and ZeRO-3
-    shards cannot be merged in place, so those models run with the adapter as it is."""
+    variant lora_unmerged). Yields whether it merged: 4-bit weights would be requantized and ZeRO-3 or
+    FSDP2 shards cannot be merged in place, so those models run with the adapter as it is."""
     if not can_merge_adapter(model):
         yield False
         return
@@ -170,7 +183,7 @@ def adapter_merged(model: PeftModel) -> Iterator[bool]:
 
 
 def can_merge_adapter(model: PeftModel) -> bool:
-    return getattr(model.get_base_model(), "hf_quantizer", None) is None and not is_deepspeed_zero3_enabled()
+    return getattr(model.get_base_model(), "hf_quantizer", None) is None and weight_sharding() is None
 
 
 def parameter_counts(model: PeftModel) -> dict:

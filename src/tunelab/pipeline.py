@@ -32,6 +32,7 @@ from tunelab.config import Recipe, parse_recipe, recipe_to_dict
 from tunelab.console import quiet_third_party, say
 from tunelab.errors import TrainingInterrupted, TunelabError, exit_on_error
 from tunelab.interrupts import StopOnSignal
+from tunelab.launch.fsdp import check_fsdp_settings, save_trained_adapter
 from tunelab.models import parameter_counts
 from tunelab.monitoring import ResourceMonitor
 from tunelab.rundir import (
@@ -62,6 +63,7 @@ def run_stages(run_class: type[PipelineRun], recipe: Recipe, callbacks: Sequence
                stages: Mapping[str, Callable[[PipelineRun], None]]) -> Path:
     """Run, in the order given, the stages the recipe names, then print the summary; returns the run directory."""
     check_tracking(recipe.report_to)  # a missing W&B key fails here, before anything loads
+    check_fsdp_settings(recipe)
     set_seed(recipe.seed)
     with run_class(recipe, callbacks) as run:
         wandb_run = start_wandb(recipe, run.dir, run.state)
@@ -178,7 +180,7 @@ class PipelineRun:
     def save_adapter(self) -> None:
         """Save the final adapter into a temporary folder, then rename it into place: it appears complete at once."""
         final, staging = self.dir / "adapter", self.dir / ".adapter.partial"
-        self.trainer.save_model(str(staging))
+        save_trained_adapter(self.trainer, str(staging))  # gathered from the shards under FSDP2
         if self.state.is_main_process:
             self.add_to_adapter(staging)
             if final.exists():

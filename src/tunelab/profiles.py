@@ -29,6 +29,7 @@ class Profile:
     processes: int | None = 1            # None: one per visible GPU
     per_device_train_batch_size: int | None = None  # None keeps the recipe's
     gradient_checkpointing: bool = False
+    optim: str | None = None             # None keeps the recipe's
 
     @property
     def needs_gpu(self) -> bool:
@@ -54,6 +55,9 @@ PROFILES = {p.name: p for p in (
             gpu_memory_gib=24, processes=None),
     Profile("zero3", "DeepSpeed ZeRO-3 over every GPU of one or many nodes", "zero3.yaml", "bf16",
             gpu_memory_gib=24, processes=None, gradient_checkpointing=True),
+    # bitsandbytes' optimizers (the recipes' paged AdamW) cannot update FSDP2's sharded weights.
+    Profile("fsdp2", "PyTorch FSDP2 over every GPU of one or many nodes", "fsdp2.yaml", "bf16",
+            gpu_memory_gib=24, processes=None, gradient_checkpointing=True, optim="adamw_torch"),
 )}
 
 
@@ -135,6 +139,8 @@ def apply_profile(recipe, profile: Profile, world_size: int, explicit: set[str])
     changes = {}
     if "precision" not in explicit:
         changes["precision"] = profile.precision
+    if profile.optim and "optim" not in explicit:
+        changes["optim"] = profile.optim
     if "gradient_checkpointing" not in explicit:
         changes["gradient_checkpointing"] = profile.gradient_checkpointing or recipe.gradient_checkpointing
     batch = recipe.per_device_train_batch_size

@@ -42,6 +42,7 @@ from tunelab.chat.data import load_chat_split
 from tunelab.chat.format import labels_from_masks, prepare_chat_tokenizer, tokenize_chat
 from tunelab.console import say
 from tunelab.errors import TunelabError
+from tunelab.launch.fsdp import FSDPOnCPU, is_sharded_by_fsdp
 from tunelab.models import load_model, load_tokenizer
 from tunelab.pipeline import (
     MODELS,
@@ -179,7 +180,7 @@ class ChatRun(PipelineRun):
         from datasets import Dataset
         from trl import SFTTrainer
 
-        class ChatTrainer(ResumableLengthGrouping, SFTTrainer):
+        class ChatTrainer(FSDPOnCPU, ResumableLengthGrouping, SFTTrainer):
             """TRL's SFTTrainer; with group_by_length, a resumed run sees the same batches (tunelab.training)."""
 
         train_dataset = Dataset.from_list(self.tokenized["train"])
@@ -211,7 +212,8 @@ class ChatRun(PipelineRun):
             perplexity = assistant_perplexity(model, self.tokenized["eval"], tokenizer.pad_token_id,
                                               self.recipe.per_device_eval_batch_size, self.state)
             replies = []
-            if self.state.is_main_process:
+            # A sharded model's forward passes are collective: every rank generates (greedy: the same tokens).
+            if self.state.is_main_process or is_sharded_by_fsdp(model):
                 from tunelab.chat.serve import generate_reply
 
                 for prompt in self.recipe.eval_prompts:
@@ -280,31 +282,40 @@ def assistant_perplexity(model, rows: list[dict], pad_token_id: int, batch_size:
 
     Each process scores every world_size-th conversation; the sums are added over processes. Each
     conversation's summed NLL and token count are kept too (`per_conversation`), for the report's
-    bootstrap interval of the change (tunelab.stats).
+    bootstrap interval of the change (tunelab.stats). Under FSDP2 a forward pass is collective, so a
+    process with fewer batches runs (and does not count) extra ones.
     """
     state = state or PartialState()
     device = next(model.parameters()).device
     mine = list(range(len(rows)))[state.process_index::state.num_processes]
     order = sorted(mine, key=lambda i: len(rows[i]["input_ids"]))  # similar lengths share a batch
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
     per_row = torch.zeros(len(rows), 2, dtype=torch.float64, device=device)  # summed NLL, token count
-    for start in range(0, len(order), batch_size):
-        indices = order[start:start + batch_size]
-        batch = [rows[i] for i in indices]
-        width = max(len(row["input_ids"]) for row in batch)
-        input_ids = torch.tensor([r["input_ids"] + [pad_token_id] * (width - len(r["input_ids"])) for r in batch])
-        attention = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch])
-        labels = torch.tensor([labels_from_masks(r["input_ids"], r["assistant_masks"])
-                               + [-100] * (width - len(r["input_ids"])) for r in batch])
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False).logits
-        targets = labels[:, 1:].to(device)
-        nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=-100, reduction="none")
-        per_row[indices] = torch.stack([nll.double().sum(1), (targets != -100).sum(1).double()], dim=1)
+    for indices in batches:
+        per_row[indices] = _summed_nll(model, [rows[i] for i in indices], pad_token_id, device)
+    if is_sharded_by_fsdp(model):
+        most = math.ceil(math.ceil(len(rows) / state.num_processes) / batch_size)
+        for _ in range(most - len(batches)):
+            _summed_nll(model, rows[:1], pad_token_id, device)
     if state.num_processes > 1 and torch.distributed.is_initialized():
         torch.distributed.all_reduce(per_row)
     nll_sum, tokens = per_row.sum(0).tolist()
     mean = nll_sum / max(tokens, 1)
     return {"perplexity": math.exp(mean), "mean_nll": mean, "assistant_tokens": int(tokens),
             "per_conversation": {"nll_sum": per_row[:, 0].tolist(), "assistant_tokens": per_row[:, 1].long().tolist()}}
+
+
+def _summed_nll(model, batch: list[dict], pad_token_id: int, device) -> torch.Tensor:
+    """(len(batch), 2): each conversation's summed negative log-likelihood over its assistant tokens, and their count."""
+    width = max(len(row["input_ids"]) for row in batch)
+    input_ids = torch.tensor([r["input_ids"] + [pad_token_id] * (width - len(r["input_ids"])) for r in batch])
+    attention = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch])
+    labels = torch.tensor([labels_from_masks(r["input_ids"], r["assistant_masks"])
+                           + [-100] * (width - len(r["input_ids"])) for r in batch])
+    logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device), use_cache=False).logits
+    targets = labels[:, 1:].to(device)
+    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=-100, reduction="none")
+    return torch.stack([nll.double().sum(1), (targets != -100).sum(1).double()], dim=1)
 
 
 def write_side_by_side(eval_dir: Path) -> None:

@@ -2,7 +2,8 @@
 
 Shows the profile and processes, the effective batch and how it is made up, the steps, the
 precision, and a rough peak-memory estimate per device from the model's architecture,
-instantiated on PyTorch's meta device (no weights are loaded or downloaded).
+instantiated on PyTorch's meta device (no weights are loaded or downloaded), also per GPU on
+1-8 GPUs under DDP, DeepSpeed ZeRO-2/3 and FSDP2.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from tunelab.nli.config import NLIRecipe
 
 TYPICAL_TOKENS = 128  # an NLI prompt is 40-120 tokens; the estimate assumes this many per example
 MEMORY_CLASSES_GIB = (8, 16, 24, 40, 48, 80)
+STRATEGIES = ("DDP", "ZeRO-2", "ZeRO-3", "FSDP2")
+GPU_COUNTS = (1, 2, 4, 8)
 KNOWN_HUB_CONFIGS = {"microsoft/phi-2": "phi-2", "gpt2-large": "gpt2-large", "openai-community/gpt2-large": "gpt2-large"}
 
 
@@ -50,7 +53,8 @@ def optimizer_steps(recipe: NLIRecipe, train_rows: int | None, world_size: int) 
 
 
 def estimate_memory(recipe: NLIRecipe) -> dict | None:
-    """Rough peak memory per device: weights + LoRA training state + activations."""
+    """Rough peak memory per device: weights + LoRA training state + activations, on one process, and
+    per GPU under each way of spreading a run over GPUs (`per_gpu_by_strategy`)."""
     config = _model_config(recipe.model_name_or_path)
     if config is None:
         return None
@@ -69,6 +73,10 @@ def estimate_memory(recipe: NLIRecipe) -> dict | None:
     tokens = recipe.per_device_train_batch_size * min(TYPICAL_TOKENS, recipe.max_length)
     per_token_per_layer = 2 if recipe.gradient_checkpointing else 34  # bytes per hidden unit (Korthikanti et al.)
     activations = tokens * hidden * layers * per_token_per_layer * dtype_bytes / 2
+    # A sharded run gathers one unit's full weights at a time (a decoder layer, or the embeddings), and
+    # fetches the next while it computes: two units' worth on top of the shards.
+    largest_unit = max((total - embedding_total) / layers * weight_bytes_per_param,
+                       max(embeddings.values()) * dtype_bytes)
     peak = weights + training_state + activations
     return {
         "parameters": total,
@@ -77,9 +85,30 @@ def estimate_memory(recipe: NLIRecipe) -> dict | None:
         "training_state_gib": training_state / 2**30,
         "activations_gib": activations / 2**30,
         "peak_gib": peak / 2**30,
-        "memory_class": next((f"fits {c} GiB" for c in MEMORY_CLASSES_GIB if peak / 2**30 < 0.9 * c),
-                             f"more than {MEMORY_CLASSES_GIB[-1]} GiB"),
+        "memory_class": _memory_class(peak),
+        "per_gpu_by_strategy": {
+            name: {gpus: per_gpu_memory(name, gpus, weights, lora, activations, largest_unit) / 2**30
+                   for gpus in GPU_COUNTS}
+            for name in STRATEGIES},
     }
+
+
+def per_gpu_memory(strategy: str, gpus: int, weights: float, lora: int, activations: float,
+                   largest_unit: float) -> float:
+    """Bytes per GPU with `gpus` GPUs. DDP: a full replica each. ZeRO-2: full weights, LoRA gradients and
+    Adam moments sharded. ZeRO-3 and FSDP2: everything sharded, plus two gathered units (the same estimate:
+    they differ in communication, not in what each GPU holds)."""
+    if strategy == "DDP":
+        return weights + 16 * lora + activations
+    if strategy == "ZeRO-2":
+        return weights + 4 * lora + 12 * lora / gpus + activations
+    gathered = 2 * largest_unit if gpus > 1 else 0
+    return weights / gpus + 16 * lora / gpus + activations + gathered
+
+
+def _memory_class(peak_bytes: float) -> str:
+    return next((f"fits {c} GiB" for c in MEMORY_CLASSES_GIB if peak_bytes / 2**30 < 0.9 * c),
+                f"more than {MEMORY_CLASSES_GIB[-1]} GiB")
 
 
 def _lora_parameters(model: torch.nn.Module, targets: list[str], rank: int) -> int:
@@ -126,4 +155,7 @@ def format_plan(plan: dict) -> str:
             f"weights {memory['weights_gib']:.1f}, LoRA training state {memory['training_state_gib']:.2f}, "
             f"activations {memory['activations_gib']:.1f} at {TYPICAL_TOKENS} tokens per example; "
             f"{memory['parameters']:,} parameters, {memory['lora_parameters']:,} in LoRA")
+        lines.append(f"  per-GPU memory (GiB) on {' / '.join(map(str, GPU_COUNTS))} GPUs:")
+        for name, by_count in memory["per_gpu_by_strategy"].items():
+            lines.append(f"    {name:<7} " + " / ".join(f"{gib:.1f}" for gib in by_count.values()))
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from transformers.trainer_utils import has_length
 
 from tunelab.config import Recipe
 from tunelab.errors import TunelabError
+from tunelab.launch.fsdp import FSDPOnCPU
 from tunelab.training import ResumableLengthGrouping, training_kwargs
 
 
@@ -100,7 +101,7 @@ def answer_room(label_ids: list[list[int]], scoring: str) -> int:
     return max(map(len, label_ids)) if scoring == "sequence" else 1
 
 
-class NLITrainer(ResumableLengthGrouping, Trainer):
+class NLITrainer(FSDPOnCPU, ResumableLengthGrouping, Trainer):
     """transformers' Trainer with the label-word classification loss and scores as predictions."""
 
     # compute_loss returns a per-batch mean; let the Trainer divide by gradient accumulation steps.
