@@ -56,8 +56,8 @@ class Part:
 # GPU budgets: 450 s together, which leaves half a minute of the 8 for installing the wheels. CPU
 # budgets are only limits for a loaded machine: the parts take seconds there.
 PARTS = (
-    Part("prepare", 90, 120),
-    Part("phi2_snli", 150, 240),
+    Part("prepare", 70, 120),
+    Part("phi2_snli", 170, 240),
     Part("bench_phi2_4bit", 55, 180),
     Part("bench_phi2_bf16", 55, 180),
     Part("bench_gpt2_large", 50, 180),
@@ -138,9 +138,24 @@ def step_environment(proof: Proof) -> dict:
              "software": software_versions(), "cpu_count": os.cpu_count()}
     if torch.cuda.is_available():
         found["device_capability"] = list(torch.cuda.get_device_capability())
+        found["bf16_matmul_tflops"] = matmul_tflops(torch)
         found["nvidia_smi"] = run_quietly(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm,"
                                            "power.limit", "--format=csv"])
     return found
+
+
+def matmul_tflops(torch, size: int = 8192, repeats: int = 10) -> float:
+    """The measured ceiling for MFU: a bf16 size³ matrix product on random data, timed with CUDA events."""
+    a, b = (torch.randn(size, size, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        a @ b
+    end.record()
+    torch.cuda.synchronize()
+    return round(2 * size**3 * repeats / (start.elapsed_time(end) / 1000) / 1e12, 1)
 
 
 def step_prepare(proof: Proof) -> dict:
@@ -332,11 +347,9 @@ def markdown(summary: dict) -> str:
              "| part | status | seconds | budget s |", "|---|---|---|---|"]
     lines += [f"| {name} | {r['status']} | {r.get('seconds', '')} | {r['budget_s']} |" for name, r in parts.items()]
     lines += ["", *phi2_snli_section(figures.get("phi2_snli", {})), *targets_section(figures)]
-    from tunelab.bench import markdown as bench_markdown
-
     for part in ("bench_phi2_4bit", "bench_phi2_bf16", "bench_gpt2_large"):
         if part in figures:
-            lines += [f"## {part}", "", bench_markdown(figures[part]).replace("### ", "#### ")]
+            lines += [f"## {part}", "", bench_table(figures[part])]
     sft = figures.get("sft_phi2_oasst1", {}).get("monitoring") or {}
     if sft:
         lines += ["## sft_phi2_oasst1 (TRL SFTTrainer, 4-bit)", "", rates_line(sft), ""]
@@ -347,13 +360,25 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bench_table(summary: dict) -> str:
+    """`tunelab bench`'s own Markdown of a result (its JSON is in proof.json whatever happens here)."""
+    try:
+        from tunelab.bench import markdown as bench_markdown
+
+        return bench_markdown(summary).replace("### ", "#### ")
+    except Exception as error:  # the proof's tables must not be lost to one result's rendering
+        return f"(not rendered: {type(error).__name__}: {error}; see proof.json)\n"
+
+
 def device_line(environment: dict) -> str:
     gpus = environment.get("gpus") or []
     name = ", ".join(f"{g['name']} ({g['memory_gib']} GiB)" for g in gpus) or "no GPU"
     software = environment.get("software", {})
     return (f"{name}; torch {environment.get('torch')} (CUDA {environment.get('cuda')}), transformers "
             f"{software.get('transformers')}, bitsandbytes {software.get('bitsandbytes')}; "
-            f"--profile auto picks {environment.get('auto_profile')}")
+            f"--profile auto picks {environment.get('auto_profile')}"
+            + (f"; a bf16 8192³ matrix product ran at {environment['bf16_matmul_tflops']} TFLOP/s"
+               if "bf16_matmul_tflops" in environment else ""))
 
 
 def phi2_snli_section(run: dict) -> list[str]:
