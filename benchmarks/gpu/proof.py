@@ -201,7 +201,12 @@ def step_bench_bf16(argv: list[str]) -> None:
     four_bit = bench.WORKLOADS["phi2_snli"]
     bench.WORKLOADS["phi2_snli_bf16"] = replace(four_bit, name="phi2_snli_bf16",
                                                 overrides=(*four_bit.overrides, "--load_in_4bit", "false"))
-    bench.main([arg if arg != "phi2_snli" else "phi2_snli_bf16" for arg in argv])
+    args = bench.parse_args([arg if arg != "phi2_snli" else "phi2_snli_bf16" for arg in argv])
+    summary = bench.run_benchmark(args)
+    summary["command"] = (f"python3 benchmarks/gpu/proof.py OUT --parts bench_phi2_bf16: tunelab bench "
+                          f"{' '.join(argv)} with the recipe's --load_in_4bit false")
+    bench.write_results(summary, Path(args.out))
+    print(bench.markdown(summary))
 
 
 def run_quietly(command: list[str]) -> str:
@@ -269,15 +274,16 @@ def part_environment(proof: Proof) -> dict[str, str]:
 # ---------------------------------------------------------------------------- figures
 
 def collect(proof: Proof, results: dict) -> dict:
-    """Each part's figures from the files its process wrote."""
+    """The figures of the parts that ran, from the files their processes wrote."""
     figures = {"prepare": proof.prepared()}
-    figures["phi2_snli"] = nli_run_figures(proof, results.get("phi2_snli", {}))
+    if "phi2_snli" in results:
+        figures["phi2_snli"] = nli_run_figures(proof, results["phi2_snli"])
     for part in ("bench_phi2_4bit", "bench_phi2_bf16", "bench_gpt2_large"):
         found = sorted((proof.bench / part).glob("bench-*.json"))
-        if found:
+        if found and part in results:
             figures[part] = json.loads(found[-1].read_text())
     sft = proof.runs / "phi2_oasst1"
-    if (sft / "progress.json").is_file():
+    if (sft / "progress.json").is_file() and "sft_phi2_oasst1" in results:
         figures["sft_phi2_oasst1"] = json.loads((sft / "progress.json").read_text())
     return figures
 
@@ -346,7 +352,9 @@ def markdown(summary: dict) -> str:
              f"Device: {device_line(figures['prepare'].get('environment', {}))}. Whole proof: {summary['seconds']:.0f} s.", "",
              "| part | status | seconds | budget s |", "|---|---|---|---|"]
     lines += [f"| {name} | {r['status']} | {r.get('seconds', '')} | {r['budget_s']} |" for name, r in parts.items()]
-    lines += ["", *phi2_snli_section(figures.get("phi2_snli", {})), *targets_section(figures)]
+    if "phi2_snli" in figures:
+        lines += ["", *phi2_snli_section(figures["phi2_snli"])]
+    lines += ["", *targets_section(figures)]
     for part in ("bench_phi2_4bit", "bench_phi2_bf16", "bench_gpt2_large"):
         if part in figures:
             lines += [f"## {part}", "", bench_table(figures[part])]
@@ -483,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"mode": proof.mode, "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                "seconds": time.monotonic() - start, "budget_s": budget, "work": str(proof.work), "parts": results}
     summary["figures"] = collect(proof, results)
-    summary["nvml_sample"] = nvml_sample(proof)
+    summary["nvml_sample"] = nvml_sample(proof) if "phi2_snli" in results else {}
     write_outputs(proof, summary)
     failed = [name for name, result in results.items() if result["status"] != "ok"]
     say(f"parts not ok: {', '.join(failed)}" if failed else "every part ok")
