@@ -29,10 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PROCESSES = 2
 PER_DEVICE, ACCUMULATION = 4, 3  # 60 train rows: 15 batches, 8 per rank, 3 optimizer steps per epoch
 EPOCHS = 2
-# Batches in random order: with two processes, a run resumed mid-epoch with length grouping (the NLI
-# default) trains the rest of that epoch on other batches than an uninterrupted run, under DDP
-# (cpu_ddp.yaml) as under FSDP2; in random order it matches exactly. The QLoRA test keeps the grouping.
-RANDOM_ORDER_LORA = ("--load_in_4bit", "false", "--group_by_length", "false")
+# Plain LoRA, batches grouped by length (the NLI default): a resume mid-epoch must draw the same batches.
+PLAIN_LORA = ("--load_in_4bit", "false")
 
 RECORDING_RECIPE = '''
 """A recipe run with a callback that records, per rank, what that rank trained (and can stop it)."""
@@ -207,7 +205,7 @@ def run_nli(tiny_phi_dir, snli_dir, folder: Path, *extra, stop_at_step=0, expect
 def lora_run(tiny_phi_dir, snli_dir, tmp_path_factory):
     """The NLI recipe with plain LoRA under FSDP2, never interrupted (also the resume test's reference)."""
     folder = tmp_path_factory.mktemp("fsdp2-lora")
-    result = run_nli(tiny_phi_dir, snli_dir, folder, *RANDOM_ORDER_LORA)
+    result = run_nli(tiny_phi_dir, snli_dir, folder, *PLAIN_LORA)
     return folder, result
 
 
@@ -249,14 +247,14 @@ def test_nli_qlora_under_fsdp2(tiny_phi_dir, snli_dir, tmp_path):
 def test_resume_under_fsdp2_matches_uninterrupted(lora_run, tiny_phi_dir, snli_dir, tmp_path):
     """Stopped mid-way through the second epoch (steps 4 to 6), then the same command again: the resumed
     run logs the uninterrupted run's losses and ends with its weights."""
-    stopped = run_nli(tiny_phi_dir, snli_dir, tmp_path, *RANDOM_ORDER_LORA, stop_at_step=4, expect_status=3)
+    stopped = run_nli(tiny_phi_dir, snli_dir, tmp_path, *PLAIN_LORA, stop_at_step=4, expect_status=3)
     found = re.search(r"Interrupted by SIGUSR1 at step (\d+)", stopped.stdout + stopped.stderr)
     assert found and 3 < int(found[1]) < 6, failure_summary(stopped)  # the ranks agree on a step after the signal
     run_dir = tmp_path / "runs" / "phi2_snli"
     check_sharded_checkpoints(run_dir / "checkpoints", [3, int(found[1])])
     assert not (run_dir / "run_info.json").exists()
 
-    resumed = run_nli(tiny_phi_dir, snli_dir, tmp_path, *RANDOM_ORDER_LORA)
+    resumed = run_nli(tiny_phi_dir, snli_dir, tmp_path, *PLAIN_LORA)
     assert "Resuming training from" in resumed.stdout, resumed.stdout[-2000:]
     records = rank_records(tmp_path)
     reference = rank_records(lora_run[0])

@@ -3,7 +3,9 @@ length-grouped sampler that a resumed run reproduces."""
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 
 import torch
 from torch.utils.data import Sampler
@@ -18,20 +20,19 @@ class EpochSeededSampler(Sampler):
 
     transformers' LengthGroupedSampler shuffles with the global generator, whose state when a resumed
     epoch starts differs from an uninterrupted run's: the resumed run would skip the wrong batches.
-    accelerate's data loader calls `set_epoch` at the start of each epoch; every process draws the same order.
+    The epoch comes from the trainer's state when the epoch's batches are drawn: accelerate's `set_epoch`
+    does not reach a sampler under a multi-process resume (SkipBatchSampler over BatchSamplerShard has no
+    `sampler` to forward to), so every process of a fresh or resumed run draws the same order from it.
     """
 
-    def __init__(self, sampler: LengthGroupedSampler, seed: int):
-        self.sampler, self.seed, self.epoch = sampler, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, sampler: LengthGroupedSampler, seed: int, current_epoch: Callable[[], int]):
+        self.sampler, self.seed, self.current_epoch = sampler, seed, current_epoch
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self):
-        self.sampler.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.sampler.generator = torch.Generator().manual_seed(self.seed + self.current_epoch())
         return iter(self.sampler)
 
 
@@ -42,7 +43,9 @@ class ResumableLengthGrouping:
         sampler = super()._get_train_sampler(train_dataset)
         if not isinstance(sampler, LengthGroupedSampler):
             return sampler
-        return EpochSeededSampler(sampler, self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        # state.epoch is e + (steps done)/(steps per epoch): e exactly when epoch e starts, e + x mid-epoch
+        return EpochSeededSampler(sampler, seed, lambda: math.floor(self.state.epoch or 0))
 
 
 def training_kwargs(recipe: Recipe, output_dir: str, on_cpu: bool) -> dict:
