@@ -2,8 +2,13 @@
 
 `PipelineRun` is one run directory, locked while in use: config.yaml, progress.json,
 monitoring.json, the final adapter (saved atomically) and run_info.json. A pipeline subclasses
-it with what is its own (tokenizer, data, `model` and `trainer`, each loaded on first use) and
+it with what is its own, loaded in named steps (`LOAD_STEPS`: data, tokenizer, model, trainer;
+a stage asks `run.load(step)` for what it needs, which loads the steps before it first), and
 defines its stage functions; the `train` stage is the same for both and lives here.
+
+A rerun of an unfinished run resumes it only with the settings it started with (those that
+shape training); `--overwrite` sets the old run aside and deletes it only once the new run has
+loaded its data and model and started training; a failed start puts it back.
 
 A pipeline's `main` hands its run class and stages to `run_stages`, which adds W&B around them
 and prints the summary at the end; its `run` (what a recipe file calls) is `run_recipe(main, ...)`.
@@ -18,7 +23,6 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -30,8 +34,9 @@ from transformers import TrainerCallback, set_seed
 
 from tunelab.config import Recipe, parse_recipe, recipe_to_dict
 from tunelab.console import say
+from tunelab.divergence import StopOnDivergence
 from tunelab.errors import TrainingInterrupted, TunelabError, exit_on_error
-from tunelab.interrupts import StopOnSignal
+from tunelab.interrupts import StopOnSignal, interruptible
 from tunelab.models import parameter_counts
 from tunelab.monitoring import (
     ResourceMonitor,
@@ -46,14 +51,22 @@ from tunelab.rundir import (
     acquire_run_lock,
     atomic_write_json,
     atomic_write_text,
+    check_free_space,
+    discard_replaced_run,
+    explain_write_failure,
     last_complete_checkpoint,
     prepare_run_dir,
     record_start,
     release_run_lock,
+    restore_replaced_run,
 )
 from tunelab.tracking import check_tracking, finish_wandb, start_wandb
 
 MODELS = ("baseline", "finetuned")
+LOAD_STEPS = ("data", "tokenizer", "model", "trainer")
+# Settings a resumed run may change: they do not change what is trained (run control is not in config.yaml).
+FREE_TO_CHANGE = ("run_name", "output_dir", "report_to", "logging_steps", "profile", "per_device_eval_batch_size",
+                  "save_total_limit", "trust_remote_code", "allow_pickle")
 
 
 def run_recipe(main: Callable[[Recipe], Path], defaults: Recipe, argv: list[str] | None) -> None:
@@ -67,8 +80,9 @@ def run_stages(run_class: type[PipelineRun], recipe: Recipe, callbacks: Sequence
                stages: Mapping[str, Callable[[PipelineRun], None]]) -> Path:
     """Run, in the order given, the stages the recipe names, then print the summary; returns the run directory."""
     check_tracking(recipe.report_to)  # a missing W&B key fails here, before anything loads
+    check_training_settings(recipe)
     set_seed(recipe.seed)
-    with run_class(recipe, callbacks) as run:
+    with interruptible(), run_class(recipe, callbacks) as run:
         wandb_run = start_wandb(recipe, run.dir, run.state)
         for name, stage in stages.items():
             if name in recipe.stages:
@@ -81,14 +95,33 @@ def run_stages(run_class: type[PipelineRun], recipe: Recipe, callbacks: Sequence
     return run.dir
 
 
+def check_training_settings(recipe: Recipe) -> None:
+    """Settings only the Trainer would check, and only after the model has loaded."""
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    for name, choices in (("optim", OptimizerNames), ("lr_scheduler_type", SchedulerType)):
+        valid = [choice.value for choice in choices]
+        if getattr(recipe, name) not in valid:
+            raise TunelabError(f"{name} {getattr(recipe, name)!r} is not one transformers knows: choose from "
+                               f"{', '.join(valid)}")
+
+
 def train(run: PipelineRun) -> None:
     """LoRA fine-tuning, resuming from the last checkpoint; stops with a checkpoint on a signal."""
+    run.load("trainer")
     checkpoint = last_complete_checkpoint(run.dir / "checkpoints")
     if checkpoint:
         say(f"Resuming training from {checkpoint}")
+    if run.state.is_main_process:
+        check_free_space(run.dir / "checkpoints", run.checkpoint_bytes())
+        discard_replaced_run(run.dir)  # the new run has loaded everything and starts training
     with run.watch.phase("train"):
         try:
             run.trainer.train(resume_from_checkpoint=checkpoint)
+        except (OSError, RuntimeError) as error:
+            explain_write_failure(error, run.dir / "checkpoints", run.checkpoint_bytes())
+            raise
         finally:
             run.stop_on_signal.restore()
         if run.stop_on_signal.stopped_at_step is not None:
@@ -111,11 +144,12 @@ def stop_after_signal(run: PipelineRun) -> None:
 
 
 class PipelineRun:
-    """One run directory, locked while in use, plus what its stages share, each loaded on first use.
+    """One run directory, locked while in use, plus what its stages share, loaded in named steps.
 
-    A subclass provides the cached properties `model` and `trainer` (built with `trainer_callbacks()`,
-    then passed to `add_monitor`), and may override the hooks `check_before_config`,
-    `progress_fields`, `identity` and `add_to_adapter`.
+    A subclass provides one method per step of LOAD_STEPS, in that order: `load_data`,
+    `load_tokenizer`, `load_model` (sets `self.model`) and `load_trainer` (sets `self.trainer`, built
+    with `trainer_callbacks()`, then passed to `add_monitor`). It may override the hooks
+    `check_before_config`, `progress_fields`, `identity` and `add_to_adapter`.
     """
 
     def __init__(self, recipe: Recipe, callbacks: Sequence[TrainerCallback]):
@@ -125,6 +159,8 @@ class PipelineRun:
         self.dir = recipe.run_dir
         self.watch = Stopwatch()
         self.adapter_ready = False
+        self.loaded_steps: list[str] = []
+        self.divergence = StopOnDivergence()
         if self.state.is_main_process:
             self.open_run_dir()
         self.state.wait_for_everyone()
@@ -133,37 +169,57 @@ class PipelineRun:
     def __enter__(self) -> PipelineRun:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, *exc_info) -> None:
         if self.state.is_main_process:
+            if exc_type is None:
+                discard_replaced_run(self.dir)
+            else:
+                restore_replaced_run(self.dir)  # a run replaced by --overwrite comes back if this one never trained
             release_run_lock(self.dir)
 
     def open_run_dir(self) -> None:
-        """Lock the run directory, refuse a finished run, then write config.yaml and the start time."""
+        """Lock the run directory, refuse a finished run or changed settings (unless --overwrite: then set the
+        old run aside), then write config.yaml and the start time."""
         acquire_run_lock(self.dir)
         try:
-            resuming = prepare_run_dir(self.dir, self.recipe.overwrite)
+            resuming = prepare_run_dir(self.dir, self.recipe.overwrite, self.training_settings(), FREE_TO_CHANGE)
             self.check_before_config()
-        except TunelabError:
+            atomic_write_text(self.dir / "config.yaml", yaml.safe_dump(self.training_settings(), sort_keys=False))
+            record_start(self.dir / "progress.json")
+        except BaseException:
+            restore_replaced_run(self.dir)
             release_run_lock(self.dir)
             raise
-        atomic_write_text(self.dir / "config.yaml", yaml.safe_dump(recipe_to_dict(self.recipe), sort_keys=False))
-        record_start(self.dir / "progress.json")
         say(f"{'Resuming' if resuming else 'Starting'} {self.recipe.run_name} in {self.dir}")
+
+    def training_settings(self) -> dict:
+        """The resolved recipe, as config.yaml holds it."""
+        return recipe_to_dict(self.recipe)
 
     def check_before_config(self) -> None:
         """Hook: refuse what an earlier session left in the run directory, before config.yaml is rewritten."""
 
-    def loaded(self, name: str) -> bool:
-        """Whether the cached property `name` has been loaded in this process."""
-        return name in self.__dict__
+    def load(self, step: str) -> None:
+        """Load `step` of LOAD_STEPS and, first, every step before it; each step runs once per process."""
+        for name in LOAD_STEPS[:LOAD_STEPS.index(step) + 1]:
+            if name not in self.loaded_steps:
+                getattr(self, f"load_{name}")()
+                self.loaded_steps.append(name)
 
-    @cached_property
-    def stop_on_signal(self) -> StopOnSignal:
-        return StopOnSignal()
+    def loaded(self, step: str) -> bool:
+        """Whether the load step `step` has run in this process."""
+        return step in self.loaded_steps
 
     def trainer_callbacks(self) -> list[TrainerCallback]:
-        """What every pipeline's trainer gets: stop on a signal, mark complete checkpoints, then the caller's."""
-        return [self.stop_on_signal, MarkCheckpointComplete(), *self.callbacks]
+        """What every pipeline's trainer gets: stop on a signal or on divergence, mark complete checkpoints,
+        then the caller's."""
+        self.stop_on_signal = StopOnSignal()
+        return [self.stop_on_signal, self.divergence, MarkCheckpointComplete(), *self.callbacks]
+
+    def checkpoint_bytes(self) -> int:
+        """About what one checkpoint takes: the trainable weights, two AdamW moments, and 1 MB of state."""
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        return 12 * trainable + 2**20
 
     def add_monitor(self, trainer):
         """`trainer` with the resource monitor first in its callbacks, so the log and trackers get its figures."""
@@ -177,6 +233,7 @@ class PipelineRun:
         weights = self.dir / "adapter" / "adapter_model.safetensors"
         if not weights.exists():
             raise TunelabError(f"{weights} does not exist: run the train stage first (--stages train)")
+        self.load("model")
         set_peft_model_state_dict(self.model, load_file(str(weights)))
         self.adapter_ready = True
 
@@ -210,6 +267,8 @@ class PipelineRun:
             progress["memory"] = memory
         if self.monitor.summary is not None:
             progress["monitoring"] = self.monitor.summary
+        if self.divergence.warning:
+            progress["warnings"] = sorted({*progress.get("warnings", []), self.divergence.warning})
         if self.state.is_main_process:
             atomic_write_json(path, progress)
         return progress

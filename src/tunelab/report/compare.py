@@ -56,11 +56,15 @@ def compare(baseline: str | Path, finetuned: str | Path, out: str | Path | None 
     """Compare two evaluation directories (see the module doc); returns the output folder.
 
     Without `out`, the comparison goes to FINETUNED/comparison when FINETUNED is a run
-    directory, otherwise to ./comparison.
+    directory, otherwise to ./comparison; a folder already there is never replaced (a run's own
+    comparison/ is what its report shows): then pass `out`.
     """
     before, after = find_evaluation(baseline, "baseline"), find_evaluation(finetuned, "finetuned")
     if out is None:
         out = Path(finetuned) / "comparison" if (Path(finetuned) / "eval").is_dir() else Path("comparison")
+        if out.exists():
+            raise TunelabError(f"{out} already exists (a run's own comparison, which its report shows, or an earlier "
+                               "one): choose where to write this one with --out DIR")
     return write_comparison(before, after, Path(out))
 
 
