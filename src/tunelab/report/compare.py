@@ -60,12 +60,10 @@ def compare(baseline: str | Path, finetuned: str | Path, out: str | Path | None 
     comparison/ is what its report shows): then pass `out`.
     """
     before, after = find_evaluation(baseline, "baseline"), find_evaluation(finetuned, "finetuned")
-    if out is None:
-        out = Path(finetuned) / "comparison" if (Path(finetuned) / "eval").is_dir() else Path("comparison")
-        if out.exists():
-            raise TunelabError(f"{out} already exists (a run's own comparison, which its report shows, or an earlier "
-                               "one): choose where to write this one with --out DIR")
-    return write_comparison(before, after, Path(out))
+    if out is not None:
+        return write_comparison(before, after, Path(out))
+    out = Path(finetuned) / "comparison" if (Path(finetuned) / "eval").is_dir() else Path("comparison")
+    return write_comparison(before, after, out, keep_existing=True)
 
 
 def write_run_comparison(run_dir: Path, splits: list[str]) -> Path:
@@ -77,12 +75,17 @@ def write_run_comparison(run_dir: Path, splits: list[str]) -> Path:
     return write_comparison(folders["baseline"], folders["finetuned"], run_dir / "comparison")
 
 
-def write_comparison(baseline: dict[str, Path], finetuned: dict[str, Path], out: Path) -> Path:
-    """Check both evaluations hold the same rows, then write the comparison files into `out`."""
+def write_comparison(baseline: dict[str, Path], finetuned: dict[str, Path], out: Path,
+                     keep_existing: bool = False) -> Path:
+    """Check both evaluations hold the same rows, then write the comparison files into `out` (refused when
+    `keep_existing` and `out` exists)."""
     pairs: Pairs = {}
     for split, (before, after) in pair_splits(baseline, finetuned).items():
         check_same_rows(split, before, after)
         pairs[split] = (read_metrics(before / "metrics.json"), read_metrics(after / "metrics.json"))
+    if keep_existing and out.exists():
+        raise TunelabError(f"{out} already exists (a run's own comparison, which its report shows, or an earlier "
+                           "one): choose where to write this one with --out DIR")
     table = with_combined(pairs)
     out.mkdir(parents=True, exist_ok=True)
     for index, (role, folders) in enumerate((("baseline", baseline), ("finetuned", finetuned))):
