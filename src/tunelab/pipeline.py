@@ -46,6 +46,7 @@ from tunelab.monitoring import (
     peak_memory,
     software_versions,
 )
+from tunelab.network import go_offline_unless_hub_reachable
 from tunelab.rundir import (
     MarkCheckpointComplete,
     acquire_run_lock,
@@ -81,6 +82,8 @@ def run_stages(run_class: type[PipelineRun], recipe: Recipe, callbacks: Sequence
     """Run, in the order given, the stages the recipe names, then print the summary; returns the run directory."""
     check_tracking(recipe.report_to)  # a missing W&B key fails here, before anything loads
     check_training_settings(recipe)
+    go_offline_unless_hub_reachable([name for name in (recipe.model_name_or_path, getattr(recipe, "dataset", None))
+                                     if name and looks_like_hub_id(name)])
     set_seed(recipe.seed)
     with interruptible(), run_class(recipe, callbacks) as run:
         wandb_run = start_wandb(recipe, run.dir, run.state)
@@ -93,6 +96,14 @@ def run_stages(run_class: type[PipelineRun], recipe: Recipe, callbacks: Sequence
         finish_wandb(wandb_run, run.dir, progress)
         run.state.wait_for_everyone()
     return run.dir
+
+
+def looks_like_hub_id(name: str) -> bool:
+    """Neither a local path nor one of the names tunelab ships (embedded models, starter sets)."""
+    from tunelab.embedded import is_embedded_name
+
+    local = name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+    return not (local or is_embedded_name(name) or name.startswith("starter"))
 
 
 def check_training_settings(recipe: Recipe) -> None:
