@@ -17,6 +17,7 @@ and prints the summary at the end; its `run` (what a recipe file calls) is `run_
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 import os
@@ -112,10 +113,11 @@ def check_training_settings(recipe: Recipe) -> None:
     from transformers.training_args import OptimizerNames
 
     for name, choices in (("optim", OptimizerNames), ("lr_scheduler_type", SchedulerType)):
-        valid = [choice.value for choice in choices]
-        if getattr(recipe, name) not in valid:
-            raise TunelabError(f"{name} {getattr(recipe, name)!r} is not one transformers knows: choose from "
-                               f"{', '.join(valid)}")
+        valid, value = [choice.value for choice in choices], getattr(recipe, name)
+        if value not in valid:
+            close = difflib.get_close_matches(value, valid, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(valid)}"
+            raise TunelabError(f"{name} {value!r} is not one transformers knows: {hint}")
 
 
 def train(run: PipelineRun) -> None:
@@ -130,14 +132,14 @@ def train(run: PipelineRun) -> None:
     with run.watch.phase("train"):
         try:
             run.trainer.train(resume_from_checkpoint=checkpoint)
-        except (OSError, RuntimeError) as error:
+            if run.stop_on_signal.stopped_at_step is not None:
+                stop_after_signal(run)
+            run.save_adapter()
+        except Exception as error:  # torch and safetensors report a full disk in their own error types
             explain_write_failure(error, run.dir / "checkpoints", run.checkpoint_bytes())
             raise
         finally:
             run.stop_on_signal.restore()
-        if run.stop_on_signal.stopped_at_step is not None:
-            stop_after_signal(run)
-        run.save_adapter()
     run.adapter_ready = True
     if run.state.is_main_process:
         atomic_write_json(run.dir / "train_log.json", run.trainer.state.log_history)
@@ -228,9 +230,12 @@ class PipelineRun:
         return [self.stop_on_signal, self.divergence, MarkCheckpointComplete(), *self.callbacks]
 
     def checkpoint_bytes(self) -> int:
-        """About what one checkpoint takes: the trainable weights, two AdamW moments, and 1 MB of state."""
+        """What one checkpoint takes: the largest saved so far, else the trainable weights, two AdamW moments
+        and 1 MB of state."""
+        saved = [sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+                 for folder in (self.dir / "checkpoints").glob("checkpoint-*") if folder.is_dir()]
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        return 12 * trainable + 2**20
+        return max([12 * trainable + 2**20, *saved])
 
     def add_monitor(self, trainer):
         """`trainer` with the resource monitor first in its callbacks, so the log and trackers get its figures."""

@@ -140,12 +140,14 @@ def check_free_space(folder: Path, needed: int) -> None:
 def explain_write_failure(error: BaseException, folder: Path, needed: int) -> None:
     """Raise a one-line TunelabError for a full disk or a read-only folder; other errors pass through.
 
-    torch.save reports a full disk as a RuntimeError ('unexpected pos ...', 'file write failed').
+    torch.save reports a full disk as a RuntimeError ('unexpected pos ...', 'file write failed'), safetensors
+    as its own error ('No space left on device (os error 28)').
     """
     code = getattr(error, "errno", None)
     torch_write = isinstance(error, RuntimeError) and any(
         text in str(error) for text in ("unexpected pos", "file write failed", "PytorchStreamWriter failed"))
-    full = code in (errno.ENOSPC, errno.EDQUOT) or (torch_write and shutil.disk_usage(folder).free < needed)
+    full = (code in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error)
+            or (torch_write and shutil.disk_usage(folder).free < needed))
     if full:
         free = shutil.disk_usage(folder).free
         raise TunelabError(f"the disk holding {folder} is full ({_megabytes(free)} free; a checkpoint needs about "
@@ -154,6 +156,17 @@ def explain_write_failure(error: BaseException, folder: Path, needed: int) -> No
     if code in (errno.EROFS, errno.EACCES, errno.EPERM):
         raise TunelabError(f"cannot write to {getattr(error, 'filename', None) or folder} ({error.strerror}): "
                            "choose a writable --output_dir") from None
+
+
+def writable_run_dir(run_dir: Path) -> None:
+    """Create the run directory, or say on one line why it cannot be written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-")
+        probe.close()
+    except OSError as error:
+        raise TunelabError(f"cannot write to {run_dir} ({error.strerror}): choose a writable --output_dir, or "
+                           "free space there") from None
 
 
 def _megabytes(size: int) -> str:
@@ -168,7 +181,7 @@ def acquire_run_lock(run_dir: Path) -> None:
     A lock is stale when its process is gone (same host) or when it belongs to this same Slurm
     job (a requeued job restarting, possibly on another node).
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
+    writable_run_dir(run_dir)
     lock = run_dir / LOCK_FILE
     owner = {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
