@@ -40,7 +40,7 @@ def exit_on_error(debug: bool = False):
     try:
         yield
     except TunelabError as error:
-        if debug and type(error) is TunelabError:
+        if debug and not isinstance(error, TrainingInterrupted):
             raise
         if os.environ.get("RANK", "0") == "0":
             prefix = "[tunelab]" if isinstance(error, TrainingInterrupted) else "tunelab: error:"
