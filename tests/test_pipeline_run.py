@@ -33,7 +33,7 @@ class StandInTrainer:
 
 def chat_run(tmp_path: Path, trainer: StandInTrainer | None = None) -> ChatRun:
     run = ChatRun(ChatRecipe(output_dir=str(tmp_path), run_name="chat"), [])
-    run.__dict__["trainer"] = trainer or StandInTrainer()  # fills the cached property: no model loads
+    run.trainer = trainer or StandInTrainer()  # in place of the load steps: no model loads
     run.chat_info = CHAT_INFO
     return run
 
@@ -97,9 +97,9 @@ def test_progress_adds_timings_and_the_pipelines_figures_and_run_info_names_the_
         first = run.save_progress()
         assert "train_rows" not in first and "chat_format" not in first and "monitoring" not in first
         run.watch.seconds["train"] = 1.5
-        run.__dict__["tokenized"] = {"train": [{"assistant_masks": [0, 1, 1]}, {"assistant_masks": [1, 0]}],
-                                     "eval": [{"assistant_masks": [1]}]}
-        run.__dict__["tokenizer"] = object()
+        run.tokenized = {"train": [{"assistant_masks": [0, 1, 1]}, {"assistant_masks": [1, 0]}],
+                         "eval": [{"assistant_masks": [1]}]}
+        run.loaded_steps += ["data", "tokenizer"]
         run.monitor.summary = {"train_steps": 4}
         run.write_run_info(run.save_progress())
     progress = json.loads((run.dir / "progress.json").read_text())

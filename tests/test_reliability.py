@@ -14,6 +14,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from safetensors.torch import save_file
 
 import tunelab.models
 from tunelab.config import parse_recipe
@@ -71,6 +72,8 @@ def test_half_written_checkpoint_is_skipped(tmp_path, capsys):
     for step in (8, 16, 24):
         (tmp_path / f"checkpoint-{step}").mkdir()
     for step in (8, 16):
+        save_file({"lora_A": torch.ones(2, 2)}, str(tmp_path / f"checkpoint-{step}" / "adapter_model.safetensors"))
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
         (tmp_path / f"checkpoint-{step}" / CHECKPOINT_COMPLETE).write_text("{}")
     (tmp_path / "checkpoint-24" / "trainer_state.json").write_text('{"global_st')
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-16")

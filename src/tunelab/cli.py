@@ -7,6 +7,7 @@ shows the traceback instead. A run stopped by a signal after saving a checkpoint
 from __future__ import annotations
 
 import argparse
+import os
 import runpy
 import sys
 
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     args, rest = parser.parse_known_args(argv)
 
     with exit_on_error(debug="--debug" in rest):
+        if args.command in ("run", "plan", "launch") and not os.path.isfile(args.recipe):
+            raise TunelabError(f"recipe file {args.recipe} does not exist: see recipes/ for the recipes")
         if args.command in ("run", "plan"):
             sys.argv = [args.recipe, *rest, *(["--dry_run"] if args.command == "plan" else [])]
             runpy.run_path(args.recipe, run_name="__main__")

@@ -5,15 +5,22 @@ a user presses Ctrl-C. The signal only sets a flag; at the end of the current op
 every rank learns whether any rank was signalled (one tiny all-reduce), so all ranks save the
 same step and stop together. Running the same command again resumes from that checkpoint.
 A second Ctrl-C aborts at once.
+
+Outside training (loading, evaluation, the report), `interruptible` turns SIGTERM and SIGUSR1
+into TrainingInterrupted, as Ctrl-C already is a KeyboardInterrupt: the run directory is
+unlocked, the finished stages are kept and the command ends on one line with status 3.
 """
 
 from __future__ import annotations
 
 import signal
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
+
+from tunelab.errors import TrainingInterrupted
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
@@ -48,4 +55,19 @@ class StopOnSignal(TrainerCallback):
     def restore(self) -> None:
         """Put back the signal handlers that were there before training."""
         for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def interruptible():
+    """SIGTERM and SIGUSR1 raise TrainingInterrupted while inside (StopOnSignal takes over during training)."""
+    def interrupt(signum, frame):
+        raise TrainingInterrupted(f"Interrupted by {signal.Signals(signum).name} outside training: the finished "
+                                  "stages and checkpoints are kept; run the same command again to continue")
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
             signal.signal(sig, handler)

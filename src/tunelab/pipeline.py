@@ -2,8 +2,13 @@
 
 `PipelineRun` is one run directory, locked while in use: config.yaml, progress.json,
 monitoring.json, the final adapter (saved atomically) and run_info.json. A pipeline subclasses
-it with what is its own (tokenizer, data, `model` and `trainer`, each loaded on first use) and
+it with what is its own, loaded in named steps (`LOAD_STEPS`: data, tokenizer, model, trainer;
+a stage asks `run.load(step)` for what it needs, which loads the steps before it first), and
 defines its stage functions; the `train` stage is the same for both and lives here.
+
+A rerun of an unfinished run resumes it only with the settings it started with (those that
+shape training); `--overwrite` sets the old run aside and deletes it only once the new run has
+loaded its data and model and started training; a failed start puts it back.
 
 A pipeline's `main` hands its run class and stages to `run_stages`, which adds W&B around them
 and prints the summary at the end; its `run` (what a recipe file calls) is `run_recipe(main, ...)`.
@@ -12,13 +17,13 @@ and prints the summary at the end; its `run` (what a recipe file calls) is `run_
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 import os
 import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -30,25 +35,35 @@ from transformers import TrainerCallback, set_seed
 
 from tunelab.config import Recipe, parse_recipe, recipe_to_dict
 from tunelab.console import quiet_third_party, say
+from tunelab.divergence import StopOnDivergence
 from tunelab.errors import TrainingInterrupted, TunelabError, exit_on_error
-from tunelab.interrupts import StopOnSignal
+from tunelab.interrupts import StopOnSignal, interruptible
 from tunelab.launch.fsdp import check_fsdp_settings, save_trained_adapter
 from tunelab.models import parameter_counts
 from tunelab.monitoring import ResourceMonitor
+from tunelab.network import go_offline_unless_hub_reachable
 from tunelab.rundir import (
     MarkCheckpointComplete,
     acquire_run_lock,
     atomic_write_json,
     atomic_write_text,
+    check_free_space,
+    discard_replaced_run,
+    explain_write_failure,
     last_complete_checkpoint,
     prepare_run_dir,
     record_start,
     release_run_lock,
+    restore_replaced_run,
 )
 from tunelab.summary import Stopwatch, format_summary, hardware_info, peak_memory, software_versions
 from tunelab.tracking import check_tracking, finish_wandb, start_wandb
 
 MODELS = ("baseline", "finetuned")
+LOAD_STEPS = ("data", "tokenizer", "model", "trainer")
+# Settings a resumed run may change: they do not change what is trained (run control is not in config.yaml).
+FREE_TO_CHANGE = ("run_name", "output_dir", "report_to", "logging_steps", "profile", "per_device_eval_batch_size",
+                  "save_total_limit", "trust_remote_code", "allow_pickle")
 
 
 def run_recipe(main: Callable[[Recipe], Path], defaults: Recipe, argv: list[str] | None) -> None:
@@ -64,8 +79,11 @@ def run_stages(run_class: type[PipelineRun], recipe: Recipe, callbacks: Sequence
     """Run, in the order given, the stages the recipe names, then print the summary; returns the run directory."""
     check_tracking(recipe.report_to)  # a missing W&B key fails here, before anything loads
     check_fsdp_settings(recipe)
+    check_training_settings(recipe)
+    go_offline_unless_hub_reachable([name for name in (recipe.model_name_or_path, getattr(recipe, "dataset", None))
+                                     if name and looks_like_hub_id(name)])
     set_seed(recipe.seed)
-    with run_class(recipe, callbacks) as run:
+    with interruptible(), run_class(recipe, callbacks) as run:
         wandb_run = start_wandb(recipe, run.dir, run.state)
         for name, stage in stages.items():
             if name in recipe.stages:
@@ -78,19 +96,47 @@ def run_stages(run_class: type[PipelineRun], recipe: Recipe, callbacks: Sequence
     return run.dir
 
 
+def looks_like_hub_id(name: str) -> bool:
+    """Neither a local path nor one of the names tunelab ships (embedded models, starter sets)."""
+    from tunelab.embedded import is_embedded_name
+
+    local = name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+    return not (local or is_embedded_name(name) or name.startswith("starter"))
+
+
+def check_training_settings(recipe: Recipe) -> None:
+    """Settings only the Trainer would check, and only after the model has loaded."""
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    for name, choices in (("optim", OptimizerNames), ("lr_scheduler_type", SchedulerType)):
+        valid, value = [choice.value for choice in choices], getattr(recipe, name)
+        if value not in valid:
+            close = difflib.get_close_matches(value, valid, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(valid)}"
+            raise TunelabError(f"{name} {value!r} is not one transformers knows: {hint}")
+
+
 def train(run: PipelineRun) -> None:
     """LoRA fine-tuning, resuming from the last checkpoint; stops with a checkpoint on a signal."""
+    run.load("trainer")
     checkpoint = last_complete_checkpoint(run.dir / "checkpoints")
     if checkpoint:
         say(f"Resuming training from {checkpoint}")
+    if run.state.is_main_process:
+        check_free_space(run.dir / "checkpoints", run.checkpoint_bytes())
+        discard_replaced_run(run.dir)  # the new run has loaded everything and starts training
     with run.watch.phase("train"):
         try:
             run.trainer.train(resume_from_checkpoint=checkpoint)
+            if run.stop_on_signal.stopped_at_step is not None:
+                stop_after_signal(run)
+            run.save_adapter()
+        except Exception as error:  # torch and safetensors report a full disk in their own error types
+            explain_write_failure(error, run.dir / "checkpoints", run.checkpoint_bytes())
+            raise
         finally:
             run.stop_on_signal.restore()
-        if run.stop_on_signal.stopped_at_step is not None:
-            stop_after_signal(run)
-        run.save_adapter()
     run.adapter_ready = True
     if run.state.is_main_process:
         atomic_write_json(run.dir / "train_log.json", run.trainer.state.log_history)
@@ -108,11 +154,12 @@ def stop_after_signal(run: PipelineRun) -> None:
 
 
 class PipelineRun:
-    """One run directory, locked while in use, plus what its stages share, each loaded on first use.
+    """One run directory, locked while in use, plus what its stages share, loaded in named steps.
 
-    A subclass provides the cached properties `model` and `trainer` (built with `trainer_callbacks()`,
-    then passed to `add_monitor`), and may override the hooks `check_before_config`,
-    `progress_fields`, `identity` and `add_to_adapter`.
+    A subclass provides one method per step of LOAD_STEPS, in that order: `load_data`,
+    `load_tokenizer`, `load_model` (sets `self.model`) and `load_trainer` (sets `self.trainer`, built
+    with `trainer_callbacks()`, then passed to `add_monitor`). It may override the hooks
+    `check_before_config`, `progress_fields`, `identity` and `add_to_adapter`.
     """
 
     def __init__(self, recipe: Recipe, callbacks: Sequence[TrainerCallback]):
@@ -122,6 +169,8 @@ class PipelineRun:
         self.dir = recipe.run_dir
         self.watch = Stopwatch()
         self.adapter_ready = False
+        self.loaded_steps: list[str] = []
+        self.divergence = StopOnDivergence()
         if self.state.is_main_process:
             self.open_run_dir()
         self.state.wait_for_everyone()
@@ -130,37 +179,60 @@ class PipelineRun:
     def __enter__(self) -> PipelineRun:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, *exc_info) -> None:
         if self.state.is_main_process:
+            if exc_type is None:
+                discard_replaced_run(self.dir)
+            else:
+                restore_replaced_run(self.dir)  # a run replaced by --overwrite comes back if this one never trained
             release_run_lock(self.dir)
 
     def open_run_dir(self) -> None:
-        """Lock the run directory, refuse a finished run, then write config.yaml and the start time."""
+        """Lock the run directory, refuse a finished run or changed settings (unless --overwrite: then set the
+        old run aside), then write config.yaml and the start time."""
         acquire_run_lock(self.dir)
         try:
-            resuming = prepare_run_dir(self.dir, self.recipe.overwrite)
+            resuming = prepare_run_dir(self.dir, self.recipe.overwrite, self.training_settings(), FREE_TO_CHANGE)
             self.check_before_config()
-        except TunelabError:
+            atomic_write_text(self.dir / "config.yaml", yaml.safe_dump(self.training_settings(), sort_keys=False))
+            record_start(self.dir / "progress.json")
+        except BaseException:
+            restore_replaced_run(self.dir)
             release_run_lock(self.dir)
             raise
-        atomic_write_text(self.dir / "config.yaml", yaml.safe_dump(recipe_to_dict(self.recipe), sort_keys=False))
-        record_start(self.dir / "progress.json")
         say(f"{'Resuming' if resuming else 'Starting'} {self.recipe.run_name} in {self.dir}")
+
+    def training_settings(self) -> dict:
+        """The resolved recipe, as config.yaml holds it."""
+        return recipe_to_dict(self.recipe)
 
     def check_before_config(self) -> None:
         """Hook: refuse what an earlier session left in the run directory, before config.yaml is rewritten."""
 
-    def loaded(self, name: str) -> bool:
-        """Whether the cached property `name` has been loaded in this process."""
-        return name in self.__dict__
+    def load(self, step: str) -> None:
+        """Load `step` of LOAD_STEPS and, first, every step before it; each step runs once per process."""
+        for name in LOAD_STEPS[:LOAD_STEPS.index(step) + 1]:
+            if name not in self.loaded_steps:
+                getattr(self, f"load_{name}")()
+                self.loaded_steps.append(name)
 
-    @cached_property
-    def stop_on_signal(self) -> StopOnSignal:
-        return StopOnSignal()
+    def loaded(self, step: str) -> bool:
+        """Whether the load step `step` has run in this process."""
+        return step in self.loaded_steps
 
     def trainer_callbacks(self) -> list[TrainerCallback]:
-        """What every pipeline's trainer gets: stop on a signal, mark complete checkpoints, then the caller's."""
-        return [self.stop_on_signal, MarkCheckpointComplete(), *self.callbacks]
+        """What every pipeline's trainer gets: stop on a signal or on divergence, mark complete checkpoints,
+        then the caller's."""
+        self.stop_on_signal = StopOnSignal()
+        return [self.stop_on_signal, self.divergence, MarkCheckpointComplete(), *self.callbacks]
+
+    def checkpoint_bytes(self) -> int:
+        """What one checkpoint takes: the largest saved so far, else the trainable weights, two AdamW moments
+        and 1 MB of state."""
+        saved = [sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+                 for folder in (self.dir / "checkpoints").glob("checkpoint-*") if folder.is_dir()]
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        return max([12 * trainable + 2**20, *saved])
 
     def add_monitor(self, trainer):
         """`trainer` with the resource monitor first in its callbacks, so the log and trackers get its figures."""
@@ -174,6 +246,7 @@ class PipelineRun:
         weights = self.dir / "adapter" / "adapter_model.safetensors"
         if not weights.exists():
             raise TunelabError(f"{weights} does not exist: run the train stage first (--stages train)")
+        self.load("model")
         set_peft_model_state_dict(self.model, load_file(str(weights)))
         self.adapter_ready = True
 
@@ -207,6 +280,8 @@ class PipelineRun:
             progress["memory"] = memory
         if self.monitor.summary is not None:
             progress["monitoring"] = self.monitor.summary
+        if self.divergence.warning:
+            progress["warnings"] = sorted({*progress.get("warnings", []), self.divergence.warning})
         if self.state.is_main_process:
             atomic_write_json(path, progress)
         return progress

@@ -1,10 +1,12 @@
 """The run directory: atomic writes, one run at a time, never clobbering a finished run,
-and resuming only from checkpoints that were completely written."""
+resuming only with the settings the run started with and only from checkpoints that were
+completely written and still read back, and disk problems named on one line."""
 
 from __future__ import annotations
 
 import atexit
 import csv
+import errno
 import json
 import os
 import re
@@ -13,10 +15,13 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import yaml
 from accelerate import PartialState
+from safetensors import safe_open
 from transformers import TrainerCallback
 
 from tunelab.console import say
@@ -24,6 +29,7 @@ from tunelab.errors import TunelabError
 
 FINISHED_MARKER = "run_info.json"
 LOCK_FILE = ".lock"
+REPLACED = ".replaced"  # an earlier run set aside by --overwrite until the new one starts training
 CHECKPOINT_COMPLETE = "tunelab_checkpoint_complete.json"
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 
@@ -55,26 +61,116 @@ def atomic_write_json(path: Path, data: object) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> bool:
-    """Refuse a finished run unless `overwrite` (then empty it). Returns True when resuming.
+def prepare_run_dir(run_dir: Path, overwrite: bool, settings: dict, free_to_change: Iterable[str] = ()) -> bool:
+    """Refuse a finished run, or an unfinished one whose config.yaml differs from `settings` in anything but
+    `free_to_change`, unless `overwrite`: then set the old run aside (`restore_replaced_run` puts it back,
+    `discard_replaced_run` deletes it). Returns True when resuming.
 
-    Call with the run's lock held, so an --overwrite never deletes a directory another run uses.
+    Call with the run's lock held, so an --overwrite never moves a directory another run uses.
     """
-    finished = (run_dir / FINISHED_MARKER).exists()
-    if finished and not overwrite:
-        raise TunelabError(f"{run_dir} holds a finished run: choose another --run_name or --output_dir, "
-                           "or pass --overwrite to replace it")
     run_dir.mkdir(parents=True, exist_ok=True)
-    for child in run_dir.iterdir():
-        if finished and _is_run_content(child):
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    return any(_is_run_content(child) for child in run_dir.iterdir())
+    restore_replaced_run(run_dir)  # a start killed before it trained: the run it replaced is still the run
+    finished = (run_dir / FINISHED_MARKER).exists()
+    changed = changed_settings(run_dir / "config.yaml", settings, free_to_change)
+    if (finished or changed) and not overwrite:
+        if finished:
+            raise TunelabError(f"{run_dir} holds a finished run: choose another --run_name or --output_dir, "
+                               "or pass --overwrite to replace it")
+        raise TunelabError(f"{run_dir} holds an unfinished run started with other settings "
+                           f"({', '.join(changed)}), which resuming would mix: pass --overwrite to start it again "
+                           "with the new settings, or choose a new --run_name")
+    if finished or changed:
+        set_aside = run_dir / REPLACED
+        set_aside.mkdir()
+        for child in run_content(run_dir):
+            os.replace(child, set_aside / child.name)
+    return any(True for _ in run_content(run_dir))
 
 
-def _is_run_content(path: Path) -> bool:
-    """What a run wrote, as opposed to the lock and the launchers' logs (Slurm job logs, logs/)."""
-    is_job_log = path.name.startswith("slurm-") and path.name.endswith(".log")
-    return path.name not in (LOCK_FILE, "logs") and not is_job_log
+def changed_settings(config_path: Path, settings: dict, free_to_change: Iterable[str]) -> list[str]:
+    """'name: old -> new' for each setting in both config.yaml and `settings` that differs and may not change."""
+    if not config_path.exists():
+        return []
+    try:
+        saved = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise TunelabError(f"cannot read {config_path} ({error}): fix it, or pass --overwrite to start again") from None
+    return [f"{name}: {saved[name]!r} -> {value!r}" for name, value in settings.items()
+            if name in saved and saved[name] != value and name not in free_to_change]
+
+
+def run_content(run_dir: Path) -> list[Path]:
+    """What a run wrote, as opposed to the lock, the set-aside run and the launchers' logs (Slurm job logs, logs/)."""
+    def is_job_log(path: Path) -> bool:
+        return path.name.startswith("slurm-") and path.name.endswith(".log")
+
+    return [path for path in run_dir.iterdir()
+            if path.name not in (LOCK_FILE, REPLACED, "logs") and not is_job_log(path)]
+
+
+def restore_replaced_run(run_dir: Path) -> None:
+    """Put back the run that --overwrite set aside, removing what the new run wrote meanwhile."""
+    set_aside = run_dir / REPLACED
+    if not set_aside.is_dir():
+        return
+    for child in run_content(run_dir):
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    for child in set_aside.iterdir():
+        os.replace(child, run_dir / child.name)
+    set_aside.rmdir()
+    say(f"the run that --overwrite was replacing is back in place in {run_dir}", stream=sys.stderr)
+
+
+def discard_replaced_run(run_dir: Path) -> None:
+    """Delete the run that --overwrite set aside: the new run has started training."""
+    shutil.rmtree(run_dir / REPLACED, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- disk space and permissions
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """Refuse to start when `folder`'s disk cannot hold twice `needed` bytes (a checkpoint and the final adapter)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < 2 * needed:
+        raise TunelabError(f"not enough disk space in {folder}: {_megabytes(free)} free, a checkpoint and the adapter "
+                           f"need about {_megabytes(2 * needed)}: free space there or choose another --output_dir")
+
+
+def explain_write_failure(error: BaseException, folder: Path, needed: int) -> None:
+    """Raise a one-line TunelabError for a full disk or a read-only folder; other errors pass through.
+
+    torch.save reports a full disk as a RuntimeError ('unexpected pos ...', 'file write failed'), safetensors
+    as its own error ('No space left on device (os error 28)').
+    """
+    code = getattr(error, "errno", None)
+    torch_write = isinstance(error, RuntimeError) and any(
+        text in str(error) for text in ("unexpected pos", "file write failed", "PytorchStreamWriter failed"))
+    full = (code in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error)
+            or (torch_write and shutil.disk_usage(folder).free < needed))
+    if full:
+        free = shutil.disk_usage(folder).free
+        raise TunelabError(f"the disk holding {folder} is full ({_megabytes(free)} free; a checkpoint needs about "
+                           f"{_megabytes(needed)}): free space there or choose another --output_dir, then run the "
+                           "same command again to resume") from None
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        raise TunelabError(f"cannot write to {getattr(error, 'filename', None) or folder} ({error.strerror}): "
+                           "choose a writable --output_dir") from None
+
+
+def writable_run_dir(run_dir: Path) -> None:
+    """Create the run directory, or say on one line why it cannot be written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-")
+        probe.close()
+    except OSError as error:
+        raise TunelabError(f"cannot write to {run_dir} ({error.strerror}): choose a writable --output_dir, or "
+                           "free space there") from None
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:,.1f} MB"
 
 
 # ---------------------------------------------------------------------------- one run at a time
@@ -85,7 +181,7 @@ def acquire_run_lock(run_dir: Path) -> None:
     A lock is stale when its process is gone (same host) or when it belongs to this same Slurm
     job (a requeued job restarting, possibly on another node).
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
+    writable_run_dir(run_dir)
     lock = run_dir / LOCK_FILE
     owner = {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -156,16 +252,56 @@ class MarkCheckpointComplete(TrainerCallback):
 
 
 def last_complete_checkpoint(folder: Path) -> str | None:
-    """The newest checkpoint with its completion marker; incomplete ones are skipped with a warning."""
+    """The newest checkpoint that was completely written and still reads back (`checkpoint_damage`).
+
+    An unmarked one is skipped with a warning; a marked one that is damaged is renamed
+    checkpoint-N.damaged (kept for inspection, never resumed) with a warning.
+    """
     if not folder.is_dir():
         return None
     numbered = sorted(((int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_NAME.match(p.name))),
                       reverse=True)
+    main_process = PartialState().is_main_process
     for _, checkpoint in numbered:
-        if (checkpoint / CHECKPOINT_COMPLETE).exists():
+        if not (checkpoint / CHECKPOINT_COMPLETE).exists():
+            if main_process:
+                say(f"warning: skipping {checkpoint}: it was not completely written (the run stopped while saving it)",
+                    stream=sys.stderr)
+            continue
+        damage = checkpoint_damage(checkpoint)
+        if damage is None:
             return str(checkpoint)
-        say(f"warning: skipping {checkpoint}: it was not completely written (the run stopped while saving it)",
-            stream=sys.stderr)
+        if main_process:
+            checkpoint.rename(checkpoint.with_name(f"{checkpoint.name}.damaged"))
+            say(f"warning: {checkpoint} is damaged ({damage}): set aside as {checkpoint.name}.damaged "
+                "(delete it when done); resuming from the checkpoint before it", stream=sys.stderr)
+    return None
+
+
+def checkpoint_damage(checkpoint: Path) -> str | None:
+    """What is wrong with a checkpoint folder, or None: trainer_state.json must parse, weights must be present,
+    every safetensors file must read back and every torch file must pass its zip checksums."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+    except (OSError, ValueError, KeyError) as error:
+        return f"trainer_state.json unreadable: {type(error).__name__}"
+    weights = list(checkpoint.glob("*.safetensors"))
+    if not weights:
+        return "no weights file"
+    for path in weights:
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                for name in handle.keys():
+                    handle.get_slice(name)
+        except Exception as error:  # safetensors raises its own error types for every kind of damage
+            return f"{path.name} unreadable: {str(error).splitlines()[0][:80]}"
+    for path in [*checkpoint.glob("*.pt"), *checkpoint.glob("*.pth"), *checkpoint.glob("*.bin")]:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if archive.testzip() is not None:
+                    return f"{path.name} fails its checksum"
+        except (OSError, zipfile.BadZipFile) as error:
+            return f"{path.name} unreadable: {error}"
     return None
 
 

@@ -147,6 +147,7 @@ def test_sft_trainer_labels_train_assistant_turns_and_their_end_of_turn_token(ti
     argv = tiny_chat_overrides(tiny_llama_dir, tmp_path, "--load_in_4bit", "false", "--optim", "adamw_torch",
                                "--lora_target_modules", "q_proj,v_proj")
     with ChatRun(parse_recipe(CHAT_RECIPE, argv), []) as run:
+        run.load("trainer")
         trainer = run.trainer
         tokenizer = run.tokenizer
         eot, pad = run.chat_info["end_of_turn_id"], tokenizer.pad_token_id

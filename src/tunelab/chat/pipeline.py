@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -41,7 +40,7 @@ from tunelab.chat.config import ChatRecipe
 from tunelab.chat.data import load_chat_split
 from tunelab.chat.format import labels_from_masks, prepare_chat_tokenizer, tokenize_chat
 from tunelab.console import say
-from tunelab.errors import TunelabError
+from tunelab.errors import TrainingDiverged, TunelabError
 from tunelab.launch.fsdp import FSDPOnCPU, is_sharded_by_fsdp
 from tunelab.models import load_model, load_tokenizer
 from tunelab.pipeline import (
@@ -83,7 +82,7 @@ def evaluate_baseline(run: ChatRun) -> None:
     if (run.eval_dir / "baseline" / "perplexity.json").exists():
         say("Baseline already evaluated: reusing it")
         return
-    run.tokenized  # data first, so bad data fails before a long model load
+    run.load("model")
     with run.watch.phase("baseline_eval"), run.model.disable_adapter():
         run.evaluate("baseline")
     run.save_progress()
@@ -92,6 +91,7 @@ def evaluate_baseline(run: ChatRun) -> None:
 def evaluate_finetuned(run: ChatRun) -> None:
     """Held-out perplexity and the eval prompts' replies of the fine-tuned model."""
     run.load_saved_adapter()
+    run.load("model")
     with run.watch.phase("finetuned_eval"):
         run.evaluate("finetuned")
     run.save_progress()
@@ -127,56 +127,50 @@ class ChatRun(PipelineRun):
     def eval_dir(self) -> Path:
         return self.dir / "eval" / "chat"
 
-    @cached_property
-    def tokenizer(self):
-        with self.watch.phase("load"):
-            tokenizer = load_tokenizer(self.recipe)
-            self.chat_info = prepare_chat_tokenizer(tokenizer, self.recipe.chat_template)
-        info = self.chat_info
-        say(f"Chat template: {info['chat_template']}; end of turn {info['end_of_turn']!r} (id "
-            f"{info['end_of_turn_id']}, trained); pad {info['pad_token']!r} (id {info['pad_token_id']}"
-            f"{', added' if info['pad_token_added'] else ''})")
-        return tokenizer
-
-    @cached_property
-    def conversations(self) -> dict[str, list[dict]]:
+    def load_data(self) -> None:
+        """The train and held-out conversations; first, so that bad data fails before anything slow loads."""
         recipe = self.recipe
         with self.watch.phase("load"):
-            return {
+            self.conversations = {
                 "train": load_chat_split(recipe.dataset, recipe.train_split, recipe.language, recipe.train_size),
                 "eval": load_chat_split(recipe.dataset, recipe.eval_split, recipe.language, recipe.eval_size),
             }
 
-    @cached_property
-    def tokenized(self) -> dict[str, list[dict]]:
-        """input_ids and assistant_masks of every conversation, cut to max_length."""
-        tokenized = {}
-        for role, conversations in self.conversations.items():
-            rows = [tokenize_chat(self.tokenizer, c["messages"], self.recipe.max_length) for c in conversations]
-            kept = [row for row in rows if any(row["assistant_masks"])]
-            if len(kept) < len(rows):
-                say(f"{role}: {len(rows) - len(kept)} conversations dropped (no assistant token within "
-                    f"max_length={self.recipe.max_length})")
-            if not kept:
-                raise TunelabError(f"no {role} conversation has an assistant turn within max_length="
-                                   f"{self.recipe.max_length}: raise --max_length")
-            tokenized[role] = kept
-        return tokenized
+    def load_tokenizer(self) -> None:
+        """The tokenizer with its chat template, then every conversation tokenized with it."""
+        with self.watch.phase("load"):
+            self.tokenizer = load_tokenizer(self.recipe)
+            self.chat_info = prepare_chat_tokenizer(self.tokenizer, self.recipe.chat_template)
+        info = self.chat_info
+        say(f"Chat template: {info['chat_template']}; end of turn {info['end_of_turn']!r} (id "
+            f"{info['end_of_turn_id']}, trained); pad {info['pad_token']!r} (id {info['pad_token_id']}"
+            f"{', added' if info['pad_token_added'] else ''})")
+        self.tokenized = {role: self.tokenize(role, conversations) for role, conversations in self.conversations.items()}
 
-    @cached_property
-    def model(self):
-        tokenizer = self.tokenizer  # first: a pad token it adds grows the embeddings
+    def tokenize(self, role: str, conversations: list[dict]) -> list[dict]:
+        """input_ids and assistant_masks of every conversation, cut to max_length."""
+        rows = [tokenize_chat(self.tokenizer, c["messages"], self.recipe.max_length) for c in conversations]
+        kept = [row for row in rows if any(row["assistant_masks"])]
+        if len(kept) < len(rows):
+            say(f"{role}: {len(rows) - len(kept)} conversations dropped (no assistant token within "
+                f"max_length={self.recipe.max_length})")
+        if not kept:
+            raise TunelabError(f"no {role} conversation has an assistant turn within max_length="
+                               f"{self.recipe.max_length}: raise --max_length")
+        return kept
+
+    def load_model(self) -> None:
+        tokenizer = self.tokenizer  # loaded first: a pad token it adds grows the embeddings
         with self.watch.phase("load"):
             model = load_model(self.recipe, vocab_size=len(tokenizer))
         model.config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = stop_ids(self.chat_info, tokenizer)
         say_parameter_counts(model)
-        return model
+        self.model = model
 
-    @cached_property
-    def trainer(self):
-        """TRL's SFTTrainer on the tokenized conversations; data is prepared before the model loads."""
+    def load_trainer(self) -> None:
+        """TRL's SFTTrainer on the tokenized conversations."""
         from datasets import Dataset
         from trl import SFTTrainer
 
@@ -201,7 +195,7 @@ class ChatRun(PipelineRun):
         for name, parameter in model.named_parameters():
             if name in adapter_dtypes and parameter.dtype != adapter_dtypes[name]:
                 parameter.data = parameter.data.to(adapter_dtypes[name])
-        return self.add_monitor(trainer)
+        self.trainer = self.add_monitor(trainer)
 
     def evaluate(self, name: str) -> None:
         """perplexity.json (all processes share the work) and replies.json (main process) of one model."""
@@ -222,6 +216,10 @@ class ChatRun(PipelineRun):
                     replies.append({"prompt": prompt, **reply})
         finally:
             model.train(was_training)
+        if not math.isfinite(perplexity["perplexity"]):
+            raise TrainingDiverged(f"the {name} model's held-out perplexity is not finite: its weights diverged, so "
+                                   "no evaluation or report is written: lower --learning_rate, then start again "
+                                   "with --overwrite or a new --run_name")
         if self.state.is_main_process:
             perplexity["conversations"] = len(self.tokenized["eval"])
             atomic_write_json(self.eval_dir / name / "perplexity.json", perplexity)
@@ -232,11 +230,10 @@ class ChatRun(PipelineRun):
 
     def progress_fields(self) -> dict:
         fields = {}
-        if self.loaded("tokenized"):
+        if self.loaded("tokenizer"):
             fields["train_rows"] = len(self.tokenized["train"])
             fields["eval_rows"] = {"held-out conversations": len(self.tokenized["eval"])}
             fields["train_assistant_tokens"] = sum(sum(r["assistant_masks"]) for r in self.tokenized["train"])
-        if self.loaded("tokenizer"):
             fields["chat_format"] = self.chat_info
         return fields
 
@@ -301,7 +298,8 @@ def assistant_perplexity(model, rows: list[dict], pad_token_id: int, batch_size:
         torch.distributed.all_reduce(per_row)
     nll_sum, tokens = per_row.sum(0).tolist()
     mean = nll_sum / max(tokens, 1)
-    return {"perplexity": math.exp(mean), "mean_nll": mean, "assistant_tokens": int(tokens),
+    perplexity = math.exp(min(mean, 709.0)) if math.isfinite(mean) else math.nan  # exp(709) is a float's limit
+    return {"perplexity": perplexity, "mean_nll": mean, "assistant_tokens": int(tokens),
             "per_conversation": {"nll_sum": per_row[:, 0].tolist(), "assistant_tokens": per_row[:, 1].long().tolist()}}
 
 

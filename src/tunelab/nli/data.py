@@ -26,6 +26,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
+from tunelab.console import say
 from tunelab.errors import TunelabError
 from tunelab.nli.config import NLI_LABELS, NLIRecipe
 from tunelab.rundir import atomic_write_json, atomic_write_text, read_jsonl
@@ -131,6 +132,32 @@ def load_run_rows(recipe: NLIRecipe, folder: Path, write: bool) -> dict[str, lis
             atomic_write_text(folder / f"{split}.jsonl", text)
         atomic_write_json(folder / "selection.json", _selection(recipe))
     return rows
+
+
+FEW_ROWS = 50  # fewer kept rows than this make a result too noisy to read
+
+
+def warn_about_small_data(recipe: NLIRecipe, rows: dict[str, list[dict]]) -> None:
+    """A warning, before training, for each split with fewer than FEW_ROWS rows or a label it never shows,
+    naming the settings that chose its rows."""
+    for split, kept in rows.items():
+        role = _role(recipe, split)
+        sample, stride, size = (getattr(recipe, f"{role}_{name}") for name in ("sample", "stride", "size"))
+        if sample is not None:
+            rule = f"{role}_sample {sample}: raise it"
+        elif recipe.validation_fraction > 0 and role == "validation":
+            rule = f"validation_fraction {recipe.validation_fraction}: raise it"
+        elif stride > 1 or size is not None:
+            fixes = [f"lower --{role}_stride (now {stride})"] * (stride > 1) + [f"raise --{role}_size (now {size})"] * (
+                size is not None)
+            rule = " or ".join(fixes)
+        else:
+            rule = "every row of the data is used: add rows"
+        missing = [label for label in NLI_LABELS if label not in {row["label"] for row in kept}]
+        if len(kept) < FEW_ROWS:
+            say(f"warning: {split} keeps only {len(kept)} rows of {recipe.dataset} ({rule})")
+        if missing:
+            say(f"warning: {split} has no {' or '.join(missing)} rows ({rule}, or check the data)")
 
 
 def check_saved_rows(recipe: NLIRecipe, folder: Path) -> dict | None:

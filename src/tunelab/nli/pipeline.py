@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import PartialState
-from transformers import TrainerCallback, TrainingArguments
+from transformers import TrainerCallback
 
 from tunelab.console import say
-from tunelab.errors import TunelabError
+from tunelab.errors import TrainingDiverged, TunelabError
 from tunelab.metrics import classification_metrics
 from tunelab.models import adapter_merged, load_model, load_tokenizer
 from tunelab.nli.config import NLI_LABELS, NLIRecipe
@@ -44,6 +43,7 @@ from tunelab.nli.data import (
     load_run_rows,
     planned_train_rows,
     tokenize_rows,
+    warn_about_small_data,
 )
 from tunelab.nli.trainer import (
     NLICollator,
@@ -106,11 +106,12 @@ def evaluate_baseline(run: NLIRun) -> None:
         if (run.eval_dir(split) / "baseline" / "metrics.json").exists():
             say(f"Baseline on {split} already evaluated: reusing it")
             continue
-        trainer = run.trainer
+        run.load("trainer")
         with run.watch.phase("baseline_eval"), run.model.disable_adapter():
-            predictions = predict(trainer, run.tokenized(split), f"{split}_baseline")
+            predictions = predict(run.trainer, run.tokenized(split), f"{split}_baseline")
         run.save_predictions(split, "baseline", predictions)
     if run.recipe.temperature_scaling:
+        run.load("trainer")
         with run.model.disable_adapter():
             run.save_validation_predictions("baseline")
     run.save_progress()
@@ -119,6 +120,7 @@ def evaluate_baseline(run: NLIRun) -> None:
 def evaluate_finetuned(run: NLIRun) -> None:
     """Score the fine-tuned adapter on every test split (merged into the weights unless they are 4-bit: faster)."""
     run.load_saved_adapter()
+    run.load("trainer")
     with adapter_merged(run.model):
         for split in run.recipe.test_splits:
             with run.watch.phase("finetuned_eval"):
@@ -136,6 +138,12 @@ def write_run_report(run: NLIRun) -> None:
     from tunelab.report import write_report
     from tunelab.report.compare import write_run_comparison
 
+    for split in run.recipe.test_splits:
+        for model_name in MODELS:
+            if not (run.eval_dir(split) / model_name / "metrics.json").exists():
+                stage = "baseline" if model_name == "baseline" else "evaluate"
+                raise TunelabError(f"{run.eval_dir(split) / model_name / 'metrics.json'} does not exist: run the "
+                                   f"{stage} stage first (--stages {stage},report)")
     for split in run.recipe.test_splits:
         write_side_by_side(run.eval_dir(split))
     write_run_comparison(run.dir, run.recipe.test_splits)
@@ -162,23 +170,44 @@ class NLIRun(PipelineRun):
     def eval_dir(self, split: str) -> Path:
         return self.dir / "eval" / split
 
-    @cached_property
-    def tokenizer(self):
+    def load_data(self) -> None:
+        """Every split's rows; first, so that bad data fails before anything slow loads."""
         with self.watch.phase("load"):
-            return load_tokenizer(self.recipe)
+            self.rows = load_run_rows(self.recipe, self.dir / "data", write=self.state.is_main_process)
+        if self.state.is_main_process and "train" in self.recipe.stages:
+            warn_about_small_data(self.recipe, self.rows)
 
-    @cached_property
-    def label_ids(self) -> list[list[int]]:
-        return label_token_ids(self.tokenizer, self.recipe.label_words, self.recipe.label_scoring)
-
-    @cached_property
-    def rows(self) -> dict[str, list[dict]]:
+    def load_tokenizer(self) -> None:
         with self.watch.phase("load"):
-            return load_run_rows(self.recipe, self.dir / "data", write=self.state.is_main_process)
+            self.tokenizer = load_tokenizer(self.recipe)
+        self.label_ids = label_token_ids(self.tokenizer, self.recipe.label_words, self.recipe.label_scoring)
+
+    def load_model(self) -> None:
+        # The arguments come first: under DeepSpeed ZeRO-3 they make from_pretrained shard the weights.
+        self.training_args = training_arguments(self.recipe, str(self.dir / "checkpoints"),
+                                                on_cpu=not torch.cuda.is_available())
+        with self.watch.phase("load"):
+            self.model = load_model(self.recipe)
+        say_parameter_counts(self.model)
+
+    def load_trainer(self) -> None:
+        eval_dataset = self.tokenized(self.recipe.validation_split)
+        self.trainer = self.add_monitor(NLITrainer(
+            model=self.model,
+            args=self.training_args,
+            train_dataset=self.tokenized(self.recipe.train_split),
+            eval_dataset=eval_dataset.select(longest_first(eval_dataset)),  # little padding, as in predict()
+            data_collator=NLICollator(self.tokenizer.pad_token_id, self.label_ids, self.recipe.label_scoring),
+            compute_metrics=accuracy_metric,
+            label_ids=self.label_ids,
+            scoring=self.recipe.label_scoring,
+            callbacks=self.trainer_callbacks(),
+        ))
 
     def tokenized(self, split: str):
         if split not in self._tokenized:
-            rows = self.rows[split]  # first: bad data fails before the tokenizer loads
+            self.load("tokenizer")
+            rows = self.rows[split]
             reserve = answer_room(self.label_ids, self.recipe.label_scoring)
             progress = f"Tokenizing {split}" if self.state.is_main_process else None
             self._tokenized[split], truncated = tokenize_rows(rows, self.tokenizer, self.recipe.max_length, reserve,
@@ -186,37 +215,6 @@ class NLIRun(PipelineRun):
             if truncated:
                 say(f"{split}: {truncated} of {len(rows)} premises truncated to fit max_length={self.recipe.max_length}")
         return self._tokenized[split]
-
-    @cached_property
-    def training_args(self) -> TrainingArguments:
-        on_cpu = not torch.cuda.is_available()
-        return training_arguments(self.recipe, str(self.dir / "checkpoints"), on_cpu=on_cpu)
-
-    @cached_property
-    def model(self):
-        self.training_args  # created first: under DeepSpeed ZeRO-3 it makes from_pretrained shard the weights
-        with self.watch.phase("load"):
-            model = load_model(self.recipe)
-        say_parameter_counts(model)
-        return model
-
-    @cached_property
-    def trainer(self) -> NLITrainer:
-        """The trainer; data is loaded before the model, so bad data fails before a long model load."""
-        train_dataset = self.tokenized(self.recipe.train_split)
-        eval_dataset = self.tokenized(self.recipe.validation_split)
-        eval_dataset = eval_dataset.select(longest_first(eval_dataset))  # little padding, as in predict()
-        return self.add_monitor(NLITrainer(
-            model=self.model,
-            args=self.training_args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            data_collator=NLICollator(self.tokenizer.pad_token_id, self.label_ids, self.recipe.label_scoring),
-            compute_metrics=accuracy_metric,
-            label_ids=self.label_ids,
-            scoring=self.recipe.label_scoring,
-            callbacks=self.trainer_callbacks(),
-        ))
 
     def save_validation_predictions(self, model_name: str) -> None:
         """The validation split's predictions, on which the report fits a temperature (tunelab.report.statistics)."""
@@ -227,6 +225,10 @@ class NLIRun(PipelineRun):
 
     def save_predictions(self, split: str, model_name: str, predictions: np.ndarray, folder: Path | None = None) -> None:
         """metrics.json and predictions.csv of one model on one split (main process only)."""
+        if not np.isfinite(predictions).all():
+            raise TrainingDiverged(f"the {model_name} model's probabilities on {split} are not finite (nan or inf): "
+                                   "its weights diverged, so no evaluation or report is written: lower "
+                                   "--learning_rate, then start again with --overwrite or a new --run_name")
         if not self.state.is_main_process:
             return
         rows = self.rows[split]
@@ -241,7 +243,7 @@ class NLIRun(PipelineRun):
         ]))
 
     def progress_fields(self) -> dict:
-        if not self.loaded("rows"):
+        if not self.loaded("data"):
             return {}
         return {"train_rows": len(self.rows[self.recipe.train_split]),
                 "eval_rows": {split: len(self.rows[split]) for split in self.recipe.test_splits}}

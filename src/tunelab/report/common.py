@@ -71,6 +71,7 @@ def training_blocks(run: Run, figures: dict[str, Figure]) -> list[tuple]:
     facts = [f"training rows: {format_value(info.get('train_rows'))}",
              f"evaluation rows: {format_value(info.get('eval_rows'))}",
              _final_loss("training loss", train), _final_loss("validation loss", validation)]
+    facts += [f"WARNING: {warning}" for warning in info.get("warnings", [])]  # tunelab.divergence
     blocks: list[tuple] = [("heading", 2, "Training"), ("list", facts)]
     if not train and not validation:
         return blocks + [("paragraph", "No training or validation loss in train_log.json "

@@ -62,12 +62,14 @@ def compare(baseline: str | Path, finetuned: str | Path, out: str | Path | None 
     """Compare two evaluation directories (see the module doc); returns the output folder.
 
     Without `out`, the comparison goes to FINETUNED/comparison when FINETUNED is a run
-    directory, otherwise to ./comparison.
+    directory, otherwise to ./comparison; a folder already there is never replaced (a run's own
+    comparison/ is what its report shows): then pass `out`.
     """
     before, after = find_evaluation(baseline, "baseline"), find_evaluation(finetuned, "finetuned")
-    if out is None:
-        out = Path(finetuned) / "comparison" if (Path(finetuned) / "eval").is_dir() else Path("comparison")
-    return write_comparison(before, after, Path(out))
+    if out is not None:
+        return write_comparison(before, after, Path(out))
+    out = Path(finetuned) / "comparison" if (Path(finetuned) / "eval").is_dir() else Path("comparison")
+    return write_comparison(before, after, out, keep_existing=True)
 
 
 def write_run_comparison(run_dir: Path, splits: list[str]) -> Path:
@@ -83,13 +85,17 @@ def write_run_comparison(run_dir: Path, splits: list[str]) -> Path:
 
 
 def write_comparison(baseline: dict[str, Path], finetuned: dict[str, Path], out: Path,
-                     validation: dict[str, Path] | None = None) -> Path:
-    """Check both evaluations hold the same rows, then write the comparison files into `out`."""
+                     validation: dict[str, Path] | None = None, keep_existing: bool = False) -> Path:
+    """Check both evaluations hold the same rows, then write the comparison files into `out` (refused when
+    `keep_existing` and `out` exists)."""
     pairs: Pairs = {}
     folders = pair_splits(baseline, finetuned)
     for split, (before, after) in folders.items():
         check_same_rows(split, before, after)
         pairs[split] = (read_metrics(before / "metrics.json"), read_metrics(after / "metrics.json"))
+    if keep_existing and out.exists():
+        raise TunelabError(f"{out} already exists (a run's own comparison, which its report shows, or an earlier "
+                           "one): choose where to write this one with --out DIR")
     table = with_combined(pairs)
     statistics = comparison_statistics(folders, validation)
     out.mkdir(parents=True, exist_ok=True)
