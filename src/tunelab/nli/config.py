@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from tunelab.config import Recipe, require
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")
+HEADS = ("label_words", "classifier")
 
 
 @dataclass
@@ -35,6 +36,9 @@ class NLIRecipe(Recipe):
     sample_seed: int = 42
     label_words: list[str] = field(default_factory=lambda: list(NLI_LABELS))
     label_scoring: str = "first_token"
+    # label_words: the LM scores the label words after the prompt; classifier: a new 3-way linear head on the
+    # last token (AutoModelForSequenceClassification), trained in full and saved with the adapter
+    head: str = "label_words"
     max_length: int = 256
 
     def __post_init__(self) -> None:
@@ -44,6 +48,7 @@ class NLIRecipe(Recipe):
         require(len(set(self.label_words)) == len(self.label_words), "label_words must all differ")
         require(self.label_scoring in ("first_token", "sequence"),
                  f"label_scoring must be 'first_token' or 'sequence', not {self.label_scoring!r}")
+        require(self.head in HEADS, f"head must be one of {', '.join(HEADS)}, not {self.head!r}")
         require(self.max_length >= 16, f"max_length must be at least 16, not {self.max_length}")
         for split in ("train", "validation", "test"):
             stride, size = getattr(self, f"{split}_stride"), getattr(self, f"{split}_size")
