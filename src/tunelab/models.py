@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
 from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.pytorch_utils import Conv1D
 
@@ -62,10 +62,12 @@ def compute_dtype(precision: str) -> torch.dtype:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
 
 
-def load_model(recipe: Recipe, vocab_size: int | None = None):
+def load_model(recipe: Recipe, vocab_size: int | None = None, num_labels: int | None = None):
     """The base model (4-bit when the recipe asks) wrapped with LoRA adapters on the named modules.
 
     `vocab_size`: grow the embeddings to at least this many rows first (a tokenizer that gained a token).
+    `num_labels`: a sequence classifier with a new `num_labels`-way head on the last token instead of the
+    language-model head; PEFT trains that head in full and saves it with the adapter.
     """
     dtype = compute_dtype(recipe.precision)
     kwargs = {"dtype": dtype, "trust_remote_code": recipe.trust_remote_code, "use_safetensors": not recipe.allow_pickle}
@@ -78,7 +80,9 @@ def load_model(recipe: Recipe, vocab_size: int | None = None):
             bnb_4bit_quant_storage=quant_storage(recipe, dtype),
         )
     path = resolve_model_path(recipe.model_name_or_path, recipe.allow_pickle)
-    model = _from_pretrained(AutoModelForCausalLM, path, **kwargs)
+    if num_labels is not None:
+        kwargs["num_labels"] = num_labels
+    model = _from_pretrained(AutoModelForSequenceClassification if num_labels else AutoModelForCausalLM, path, **kwargs)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = model.config.eos_token_id
     if vocab_size is not None and vocab_size > model.get_input_embeddings().num_embeddings:
@@ -90,7 +94,7 @@ def load_model(recipe: Recipe, vocab_size: int | None = None):
     elif recipe.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    return get_peft_model(model, lora_config(recipe, model))
+    return get_peft_model(model, lora_config(recipe, model, "SEQ_CLS" if num_labels else "CAUSAL_LM"))
 
 
 def quant_storage(recipe: Recipe, dtype: torch.dtype) -> torch.dtype:
@@ -137,7 +141,7 @@ def keep_4bit_weights_unpacked(model: torch.nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def lora_config(recipe: Recipe, model: torch.nn.Module) -> LoraConfig:
+def lora_config(recipe: Recipe, model: torch.nn.Module, task_type: str = "CAUSAL_LM") -> LoraConfig:
     """LoRA on exactly the named modules; a name that matches no module is an error, not a silent no-op."""
     check_target_modules(model, recipe.lora_target_modules)
     return LoraConfig(
@@ -147,7 +151,7 @@ def lora_config(recipe: Recipe, model: torch.nn.Module) -> LoraConfig:
         bias=recipe.lora_bias,
         target_modules=list(recipe.lora_target_modules),
         fan_in_fan_out=targets_conv1d(model, recipe.lora_target_modules),
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
 
 

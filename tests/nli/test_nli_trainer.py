@@ -254,3 +254,45 @@ def test_4bit_weights_stay_trainable_after_an_evaluation_on_avx512_bf16_cpus(tin
     optimizer.step()
     after = model.get_base_model().model.layers[0].self_attn.q_proj.lora_B["default"].weight
     assert not torch.equal(before, after), "a training step after the evaluation moved the LoRA weights"
+
+
+def test_classifier_head_learns_and_reloads_with_its_adapter(tiny_llama_dir, tmp_path):
+    """head=classifier: a new 3-way head on the last token, trained in full beside LoRA, saved with the adapter."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    recipe = tiny_recipe(tiny_llama_dir, tmp_path, head="classifier", learning_rate=5e-3, num_train_epochs=8)
+    tokenizer = load_tokenizer(recipe)
+    model = load_model(recipe, num_labels=len(NLI_LABELS))
+    train, _ = tokenize_rows(separable_rows(96, seed=1), tokenizer, recipe.max_length, 1)
+    test, _ = tokenize_rows(separable_rows(48, seed=2), tokenizer, recipe.max_length, 1)
+    collator = NLICollator(tokenizer.pad_token_id, [], "classifier")
+    trainer = NLITrainer(model=model, args=training_arguments(recipe, str(recipe.run_dir), on_cpu=True),
+                         train_dataset=train, data_collator=collator, label_ids=[], scoring="classifier")
+    before = trainer.predict(test)
+    trainer.train()
+    after = trainer.predict(test)
+    accuracy = lambda out: float((out.predictions.argmax(-1) == out.label_ids).mean())  # noqa: E731
+    assert accuracy(after) >= 0.9 > accuracy(before)
+    head = model.get_base_model().score
+    assert head.modules_to_save["default"].weight.requires_grad, "the head is trained in full"
+
+    model.save_pretrained(tmp_path / "adapter")
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_llama_dir, num_labels=len(NLI_LABELS))
+    base.config.pad_token_id = tokenizer.pad_token_id
+    reloaded = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    batch = collator([test[i] for i in range(8)])
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(label_scores(model, batch, [], "classifier"),
+                              label_scores(reloaded, batch, [], "classifier"), atol=1e-5)
+
+
+def test_classifier_head_stays_full_precision_over_4bit_weights(tiny_llama_dir, tmp_path):
+    import bitsandbytes
+
+    recipe = tiny_recipe(tiny_llama_dir, tmp_path, head="classifier", load_in_4bit=True, precision="fp32")
+    model = load_model(recipe, num_labels=len(NLI_LABELS))
+    assert any(isinstance(m, bitsandbytes.nn.Linear4bit) for m in model.modules())
+    head = model.get_base_model().score.modules_to_save["default"]
+    assert not isinstance(head, bitsandbytes.nn.Linear4bit) and head.weight.dtype == torch.float32

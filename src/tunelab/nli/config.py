@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from tunelab.config import Recipe, failed
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")
+HEADS = ("label_words", "classifier")
 
 
 @dataclass
@@ -48,6 +49,11 @@ class NLIRecipe(Recipe):
         "group": "data", "help": f"the answer word for each of {', '.join(NLI_LABELS)}"})
     label_scoring: str = field(default="first_token", metadata={
         "group": "data", "help": "score a label by its first token or its whole sequence: first_token or sequence"})
+    head: str = field(default="label_words", metadata={
+        "group": "model", "help": "label_words: the language model scores the label words after the prompt; "
+                                  "classifier: a new 3-way linear head on the last token "
+                                  "(AutoModelForSequenceClassification), trained in full beside LoRA and saved with "
+                                  "the adapter; its baseline is the label words' zero-shot score"})
     max_length: int = field(default=256, metadata={
         "group": "data", "help": "tokens per prompt; longer prompts are cut"})
     temperature_scaling: bool = field(default=False, metadata={
@@ -62,6 +68,7 @@ class NLIRecipe(Recipe):
             (len(set(self.label_words)) == len(self.label_words), "label_words must all differ"),
             (self.label_scoring in ("first_token", "sequence"),
              f"label_scoring must be 'first_token' or 'sequence', not {self.label_scoring!r}"),
+            (self.head in HEADS, f"head must be one of {', '.join(HEADS)}, not {self.head!r}"),
             (self.max_length >= 16, f"max_length must be at least 16, not {self.max_length}"),
             *(check for split in ("train", "validation", "test") for check in self.split_checks(split)),
             (0 <= self.validation_fraction < 1,

@@ -12,6 +12,9 @@ Two ways to score a label word:
 - `sequence`: the summed log-probability of all the word's tokens. One row per example and
   label, for label words that share a first token.
 
+With `head: classifier` the model is a sequence classifier instead (a 3-way linear head on the last
+token, `scoring="classifier"` here): its logits are the scores, and no label word is involved.
+
 Batches are always padded on the left, whatever the tokenizer's padding side, so the answer
 position is the last one; explicit position ids keep left padding harmless for models with
 absolute position embeddings (GPT-2).
@@ -54,7 +57,7 @@ class NLICollator:
     scoring: str = "first_token"
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        if self.scoring == "first_token":
+        if self.scoring != "sequence":
             rows = [f["input_ids"] for f in features]
         else:
             rows = [f["input_ids"] + word for f in features for word in self.label_ids]
@@ -78,6 +81,8 @@ class NLICollator:
 def label_scores(model, batch: dict[str, torch.Tensor], label_ids: list[list[int]], scoring: str) -> torch.Tensor:
     """(batch, num_labels) scores whose softmax is the predicted label distribution."""
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    if scoring == "classifier":  # a sequence-classification model: its head reads the last (real) token
+        return model(**inputs).logits.float()
     if scoring == "first_token":
         logits = model(**inputs, logits_to_keep=1).logits[:, -1, :]
         return logits[:, [word[0] for word in label_ids]].float()
