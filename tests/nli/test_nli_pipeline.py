@@ -132,3 +132,41 @@ def test_stages_run_separately(tiny_phi_dir, snli_dir, tmp_path):
     assert progress["parameters"]["trainable"] > 0 and progress["train_rows"] == 60
     assert progress["started"] == started, "the first stage's start"
     assert (run_dir / "report" / "report.md").exists()
+
+
+def test_classifier_head_run_scores_a_zero_shot_baseline_and_its_saved_head(tiny_phi_dir, snli_dir, tmp_path):
+    """--head classifier through the whole recipe: the baseline is the label words' zero-shot score (the same as
+    a label-word run's), and the adapter folder holds the trained head, which reloads to the run's predictions."""
+    import csv
+
+    import numpy as np
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from tunelab.models import load_tokenizer
+    from tunelab.nli.data import tokenize_rows
+    from tunelab.nli.trainer import NLICollator, label_scores
+
+    argv = tiny_overrides(tiny_phi_dir, snli_dir, tmp_path, "--num_train_epochs", "2", "--load_in_4bit", "false",
+                          "--lora_target_modules", "q_proj,k_proj,v_proj,dense")
+    words_dir = main(parse_recipe(RECIPE, [*argv, "--run_name", "words", "--stages", "baseline"]))
+    run_dir = main(parse_recipe(RECIPE, [*argv, "--run_name", "head", "--head", "classifier"]))
+    baseline = (run_dir / "eval/test/baseline/predictions.csv").read_text()
+    assert baseline == (words_dir / "eval/test/baseline/predictions.csv").read_text()
+    assert "zero-shot" in (run_dir / "report/report.md").read_text()
+    assert json.loads((run_dir / "run_info.json").read_text())["head"] == "classifier"
+
+    with open(run_dir / "eval/test/finetuned/predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    recipe = parse_recipe(RECIPE, argv)
+    tokenizer = load_tokenizer(recipe)
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_phi_dir, num_labels=3)
+    base.config.pad_token_id = tokenizer.pad_token_id
+    model = PeftModel.from_pretrained(base, run_dir / "adapter").eval()
+    features, _ = tokenize_rows([{**r, "label": r["gold"]} for r in rows], tokenizer, recipe.max_length, 1)
+    with torch.no_grad():
+        logits = label_scores(model, NLICollator(tokenizer.pad_token_id, [], "classifier")(list(features)), [],
+                              "classifier")
+    saved = np.array([[float(r[f"p_{name}"]) for name in ("entailment", "neutral", "contradiction")] for r in rows])
+    np.testing.assert_allclose(logits.softmax(-1).numpy(), saved, atol=2e-4)

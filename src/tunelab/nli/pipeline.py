@@ -22,8 +22,9 @@ The run directory, the train stage and the entry point are shared with the chat 
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -102,18 +103,19 @@ def check_stages_fit_deepspeed(stages: list[str]) -> None:
 
 def evaluate_baseline(run: NLIRun) -> None:
     """Score the pretrained model (LoRA disabled) on every test split."""
-    for split in run.recipe.test_splits:
-        if (run.eval_dir(split) / "baseline" / "metrics.json").exists():
-            say(f"Baseline on {split} already evaluated: reusing it")
-            continue
-        run.load("trainer")
-        with run.watch.phase("baseline_eval"), run.model.disable_adapter():
-            predictions = predict(run.trainer, run.tokenized(split), f"{split}_baseline")
-        run.save_predictions(split, "baseline", predictions)
-    if run.recipe.temperature_scaling:
-        run.load("trainer")
-        with run.model.disable_adapter():
-            run.save_validation_predictions("baseline")
+    splits = [split for split in run.recipe.test_splits
+              if not (run.eval_dir(split) / "baseline" / "metrics.json").exists()]
+    for split in set(run.recipe.test_splits) - set(splits):
+        say(f"Baseline on {split} already evaluated: reusing it")
+    if not splits and not run.recipe.temperature_scaling:
+        return
+    with run.baseline_trainer() as trainer:
+        for split in splits:
+            with run.watch.phase("baseline_eval"):
+                predictions = predict(trainer, run.tokenized(split), f"{split}_baseline")
+            run.save_predictions(split, "baseline", predictions)
+        if run.recipe.temperature_scaling:
+            run.save_validation_predictions("baseline", trainer)
     run.save_progress()
 
 
@@ -187,7 +189,7 @@ class NLIRun(PipelineRun):
         self.training_args = training_arguments(self.recipe, str(self.dir / "checkpoints"),
                                                 on_cpu=not torch.cuda.is_available())
         with self.watch.phase("load"):
-            self.model = load_model(self.recipe)
+            self.model = load_model(self.recipe, num_labels=len(NLI_LABELS) if self.classifier else None)
         say_parameter_counts(self.model)
 
     def load_trainer(self) -> None:
@@ -197,12 +199,39 @@ class NLIRun(PipelineRun):
             args=self.training_args,
             train_dataset=self.tokenized(self.recipe.train_split),
             eval_dataset=eval_dataset.select(longest_first(eval_dataset)),  # little padding, as in predict()
-            data_collator=NLICollator(self.tokenizer.pad_token_id, self.label_ids, self.recipe.label_scoring),
+            data_collator=NLICollator(self.tokenizer.pad_token_id, self.label_ids, self.scoring),
             compute_metrics=accuracy_metric,
             label_ids=self.label_ids,
-            scoring=self.recipe.label_scoring,
+            scoring=self.scoring,
             callbacks=self.trainer_callbacks(),
         ))
+
+    @property
+    def classifier(self) -> bool:
+        return self.recipe.head == "classifier"
+
+    @property
+    def scoring(self) -> str:
+        """How the trained model scores a row: its classifier head, or the label words (tunelab.nli.trainer)."""
+        return "classifier" if self.classifier else self.recipe.label_scoring
+
+    @contextlib.contextmanager
+    def baseline_trainer(self) -> Iterator[NLITrainer]:
+        """What scores the pretrained model: the run's own trainer with LoRA disabled; for a classifier head,
+        which has no pretrained meaning, the base language model scoring the label words zero-shot."""
+        self.load("trainer")
+        if not self.classifier:
+            with self.model.disable_adapter():
+                yield self.trainer
+            return
+        with self.watch.phase("load"):
+            language_model = load_model(self.recipe)
+        with language_model.disable_adapter():
+            yield NLITrainer(model=language_model, args=self.training_args, eval_dataset=self.trainer.eval_dataset,
+                             data_collator=NLICollator(self.tokenizer.pad_token_id, self.label_ids,
+                                                       self.recipe.label_scoring),
+                             label_ids=self.label_ids, scoring=self.recipe.label_scoring)
+        del language_model
 
     def tokenized(self, split: str):
         if split not in self._tokenized:
@@ -216,11 +245,11 @@ class NLIRun(PipelineRun):
                 say(f"{split}: {truncated} of {len(rows)} premises truncated to fit max_length={self.recipe.max_length}")
         return self._tokenized[split]
 
-    def save_validation_predictions(self, model_name: str) -> None:
+    def save_validation_predictions(self, model_name: str, trainer: NLITrainer | None = None) -> None:
         """The validation split's predictions, on which the report fits a temperature (tunelab.report.statistics)."""
         split = self.recipe.validation_split
         with self.watch.phase(f"{model_name}_eval"):
-            predictions = predict(self.trainer, self.tokenized(split), f"{split}_{model_name}")
+            predictions = predict(trainer or self.trainer, self.tokenized(split), f"{split}_{model_name}")
         self.save_predictions(split, model_name, predictions, self.dir / CALIBRATION_DIR / model_name)
 
     def save_predictions(self, split: str, model_name: str, predictions: np.ndarray, folder: Path | None = None) -> None:
@@ -241,6 +270,9 @@ class NLIRun(PipelineRun):
              **{f"p_{name}": round(float(p), 4) for name, p in zip(NLI_LABELS, probs)}}
             for row, label, probs in zip(rows, predicted, predictions)
         ]))
+
+    def identity(self) -> dict:
+        return {**super().identity(), "head": self.recipe.head}
 
     def progress_fields(self) -> dict:
         if not self.loaded("data"):

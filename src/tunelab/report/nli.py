@@ -121,12 +121,18 @@ def _report_blocks(run: Run, max_examples: int, figures: dict[str, Figure]) -> l
     ]
 
 
+CLASSIFIER_BASELINE = ("The fine-tuned model answers with a classifier head trained from scratch, which has no "
+                       "pretrained meaning: the baseline is the pretrained language model scoring the label words "
+                       "zero-shot, as a label-word run's baseline does. ")
+
+
 def _title_blocks(run: Run) -> list[tuple]:
     info = run.info
     recipe, model = info.get("recipe", NOT_RECORDED), info.get("model", NOT_RECORDED)
     return [
         ("heading", 1, f"tunelab report: {recipe} ({model})"),
         ("paragraph", f"Pretrained baseline versus the fine-tuned model, on the same evaluation rows. "
+                      f"{CLASSIFIER_BASELINE if info.get('head') == 'classifier' else ''}"
                       f"Run {run.directory.name}, started {info.get('started', NOT_RECORDED)}; "
                       f"report by tunelab {__version__}."),
         ("heading", 2, "Headline"),
