@@ -3,13 +3,16 @@
 - slurm/single_node.sbatch, two CPU processes, to completion: state, exit code, log, report, time.
 - the same job interrupted by SIGUSR1: it checkpoints, requeues itself, resumes from that checkpoint
   and ends at the step count of an uninterrupted run, no step lost or trained twice.
+- the time limit: Slurm itself sends the template's `#SBATCH --signal=B:USR1@300` to a one-minute job, which
+  requeues; RECIPE_ARGS (shell quoting) and the sbatch arguments reach the recipe in order.
 - slurm/multi_node.sbatch with a stand-in recipe, 2 nodes x 2 processes: SIGUSR1 to the batch
   script reaches every training process on every node, and the job requeues itself.
 - the interruption test across two nodes with slurm/multi_node.sbatch (marked slow).
 
 The cluster is started once for this module and stopped even when a test fails. It needs root (and
 apt-get if Slurm is not installed); elsewhere the tests are skipped with the reason, unless
-TUNELAB_REQUIRE_SLURM=1 turns that into a failure (for CI, which runs as root).
+TUNELAB_REQUIRE_SLURM=1 turns that into a failure (for CI, which runs as root). The same holds for the
+two-node tests when the second node does not start.
 """
 
 import json
