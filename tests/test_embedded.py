@@ -70,6 +70,36 @@ def test_converted_model_loads_from_the_folder_alone(embedded_model_dir):
     assert torch.isfinite(logits).all()
 
 
+def test_converted_model_knows_what_smollm2_knows(embedded_model_dir):
+    """Scrambled or mis-permuted weights still give finite logits of the right shape; they do not answer this."""
+    model = AutoModelForCausalLM.from_pretrained(embedded_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, tokenize=False
+    )
+    inputs = tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=10, do_sample=False)
+    reply = tokenizer.decode(output[0, inputs.input_ids.shape[1]:], skip_special_tokens=True)
+    assert "Paris" in reply, reply
+    sentence = tokenizer("The cat sat on the mat and looked out of the window at the birds in the garden.",
+                         return_tensors="pt")
+    with torch.no_grad():
+        loss = model(**sentence, labels=sentence.input_ids).loss
+    assert torch.exp(loss) < 60, f"perplexity {torch.exp(loss):.0f} on plain English (random weights: ~49,000)"
+
+
+def test_converted_tokenizer_round_trips_token_ids(embedded_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
+    text = "Premise: Two dogs run through a snowy field. Hypothesis: Animals are outside. Ça coûte 3,50 € — ok?"
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    assert tokenizer.decode(ids) == text
+    assert tokenizer(tokenizer.decode(ids), add_special_tokens=False).input_ids == ids
+    assert len(ids) < len(text) / 2, "whole words, not bytes"
+    assert tokenizer.convert_ids_to_tokens(tokenizer.encode("<|im_start|>user", add_special_tokens=False))[0] == \
+        "<|im_start|>"
+
+
 def test_converted_tokenizer_matches_smollm2(embedded_model_dir):
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
     assert tokenizer.chat_template

@@ -1,4 +1,5 @@
-"""`tunelab launch` (profile -> accelerate command) and launch/pipeline.sh, run for real."""
+"""The accelerate command `tunelab launch` builds from a hardware profile (built, not run: tests/test_entry_points.py
+runs `tunelab launch` and launch/train.sh), and launch/pipeline.sh run for real, stage by stage."""
 
 import os
 import subprocess

@@ -50,6 +50,26 @@ def test_profiles_keep_the_effective_batch(profile, world, batch, accumulation, 
     assert recipe.precision == precision
 
 
+@pytest.mark.parametrize("profile, gpus, recipe_batch, recipe_accumulation, batch, accumulation, checkpointing", [
+    ("h100", 1, 8, 4, 16, 2, False),      # its larger per-device batch, fewer accumulation steps
+    ("h100", 1, 8, 1, 8, 1, False),       # never a per-device batch above the effective one
+    ("multi_gpu", 4, 8, 1, 2, 1, False),  # one process per GPU share the batch
+    ("multi_gpu", 2, 4, 4, 4, 2, False),
+    ("zero2", 2, 8, 1, 4, 1, False),
+    ("zero3", 4, 8, 2, 4, 1, True),
+])
+def test_gpu_profiles_split_the_effective_batch(profile, gpus, recipe_batch, recipe_accumulation, batch,
+                                                accumulation, checkpointing, monkeypatch):
+    """No WORLD_SIZE: the process count comes from the profile and the visible GPUs, as in `tunelab launch`."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    recipe = NLIRecipe(profile=profile, per_device_train_batch_size=recipe_batch,
+                       gradient_accumulation_steps=recipe_accumulation)
+    resolved = resolve_profile(recipe, explicit=set(), gpus=[Gpu("NVIDIA H100 80GB HBM3", 80, True)] * gpus)
+    assert (resolved.per_device_train_batch_size, resolved.gradient_accumulation_steps) == (batch, accumulation)
+    assert batch * accumulation * gpus == recipe_batch * recipe_accumulation
+    assert resolved.precision == "bf16" and resolved.gradient_checkpointing == checkpointing
+
+
 def test_explicit_settings_win_over_the_profile(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     recipe = resolve_profile(NLIRecipe(profile="vgpu36", per_device_train_batch_size=2, precision="fp32"),

@@ -59,11 +59,19 @@ def test_stale_lock_is_replaced_and_released(tmp_path, capsys):
     assert not (tmp_path / LOCK_FILE).exists()
 
 
-def test_lock_of_the_same_slurm_job_is_stale(tmp_path, monkeypatch):
+def test_lock_of_the_same_slurm_job_is_stale(tmp_path, monkeypatch, capsys):
+    """A requeued job restarting on another node takes over its own lock; another job's lock is respected."""
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"host": "another-node", "pid": 1, "slurm_job_id": "4241"}))
+    with pytest.raises(TunelabError, match="is in use by pid 1 on another-node"):
+        acquire_run_lock(tmp_path)
     (tmp_path / LOCK_FILE).write_text(json.dumps({"host": "another-node", "pid": 1, "slurm_job_id": "4242"}))
     acquire_run_lock(tmp_path)
+    assert "removing stale lock" in capsys.readouterr().err
+    owner = json.loads((tmp_path / LOCK_FILE).read_text())
+    assert owner["pid"] == os.getpid() and owner["slurm_job_id"] == "4242"
     release_run_lock(tmp_path)
+    assert not (tmp_path / LOCK_FILE).exists()
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -200,9 +208,12 @@ def test_yaml_random_mappings_end_in_tunelab_error(mapping, tmp_path_factory):
     path = tmp_path_factory.mktemp("yaml") / "config.yaml"
     path.write_text(yaml.safe_dump(mapping))
     try:
-        parse_recipe(NLIRecipe(), ["--config", str(path)])
-    except TunelabError:
-        pass
+        recipe = parse_recipe(NLIRecipe(), ["--config", str(path)])
+    except TunelabError as error:
+        assert "\n" not in str(error)
+    else:
+        assert isinstance(recipe, NLIRecipe)
+        assert set(mapping) <= set(NLIRecipe.__dataclass_fields__), "an unknown setting was accepted"
 
 
 json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=8)),

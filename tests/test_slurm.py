@@ -3,6 +3,8 @@
 - slurm/single_node.sbatch, two CPU processes, to completion: state, exit code, log, report, time.
 - the same job interrupted by SIGUSR1: it checkpoints, requeues itself, resumes from that checkpoint
   and ends at the step count of an uninterrupted run, no step lost or trained twice.
+- the time limit: Slurm itself sends the template's `#SBATCH --signal=B:USR1@300` to a one-minute job, which
+  requeues; RECIPE_ARGS (shell quoting) and the sbatch arguments reach the recipe in order.
 - slurm/multi_node.sbatch with a stand-in recipe, 2 nodes x 2 processes: SIGUSR1 to the batch
   script reaches every training process on every node, and the job requeues itself.
 - the interruption test across two nodes with slurm/multi_node.sbatch (marked slow).
@@ -10,7 +12,8 @@
 
 The cluster is started once for this module and stopped even when a test fails. It needs root (and
 apt-get if Slurm is not installed); elsewhere the tests are skipped with the reason, unless
-TUNELAB_REQUIRE_SLURM=1 turns that into a failure (for CI, which runs as root).
+TUNELAB_REQUIRE_SLURM=1 turns that into a failure (for CI, which runs as root). The same holds for the
+two-node tests when the second node does not start.
 """
 
 import json
@@ -48,6 +51,21 @@ for _ in range(1200):
     time.sleep(0.1)
 """
 
+# A stand-in for a recipe that records its arguments and exits 3 on SIGUSR1, as an interrupted recipe does.
+TIME_LIMIT_PROBE = """
+import json, os, signal, sys, time
+args, began = sys.argv[1:], time.monotonic()
+folder = os.path.join(args[args.index("--output_dir") + 1], args[args.index("--run_name") + 1])
+def stop(*_):
+    path = os.path.join(folder, "start-" + os.environ.get("SLURM_RESTART_COUNT", "0") + ".json")
+    with open(path + ".tmp", "w") as handle:
+        json.dump({"argv": args, "signalled_after_s": time.monotonic() - began}, handle)
+    os.replace(path + ".tmp", path)
+    sys.exit(3)
+signal.signal(signal.SIGUSR1, stop)
+time.sleep(300)
+"""
+
 ROOT = Path(__file__).resolve().parents[1]
 PROCESSES = 2  # training processes in every job: 2 tasks on one node, or 1 on each of 2 nodes
 TRAIN_ROWS = 60  # snli_dir's train split without its label -1 rows
@@ -62,11 +80,7 @@ def slurm():
         cluster.start()
     except SlurmUnavailable as error:
         cluster.stop()
-        reason = f"cannot start a Slurm test cluster: {error}"
-        print(reason, file=sys.stderr)
-        if os.environ.get("TUNELAB_REQUIRE_SLURM") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        unavailable(f"cannot start a Slurm test cluster: {error}")
     except BaseException:
         cluster.stop()
         raise
@@ -76,20 +90,33 @@ def slurm():
         cluster.stop()
 
 
+def unavailable(reason):
+    """Skip, or fail where TUNELAB_REQUIRE_SLURM=1 (CI): there every Slurm test must run."""
+    print(reason, file=sys.stderr)
+    if os.environ.get("TUNELAB_REQUIRE_SLURM") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def require_two_nodes(slurm):
+    if len(slurm.idle_nodes) < 2:
+        unavailable(f"only one test node could start: {slurm.node_failures}")
+
+
 def recipe_args(model_dir, data_dir, *extra):
     return ["--model_name_or_path", str(model_dir), "--dataset", str(data_dir),
             "--train_stride", "1", "--train_size", "none", "--validation_stride", "1", "--validation_size", "none",
             "--test_stride", "1", "--test_size", "none", "--learning_rate", "5e-3", "--precision", "fp32", *extra]
 
 
-def submit(slurm, script, output_dir, flags, args, **settings):
+def submit(slurm, script, output_dir, flags, args, time_limit="30", **settings):
     """Submit a template as a user would: sbatch flags, script settings in the environment, recipe arguments."""
     env = {"OUTPUT_DIR": str(output_dir), **settings}
     if sys.prefix != sys.base_prefix:
         env["VENV"] = sys.prefix  # the environment running the tests, wherever it is
     else:
         env["PATH"] = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
-    return slurm.sbatch(script, *flags, "--time=30", f"--output={output_dir}/slurm-%j.out", "--", *args,
+    return slurm.sbatch(script, *flags, f"--time={time_limit}", f"--output={output_dir}/slurm-%j.out", "--", *args,
                         cwd=ROOT, env=env)
 
 
@@ -191,9 +218,30 @@ def test_usr1_checkpoints_requeues_and_resumes_without_losing_or_repeating_steps
     interrupt_and_check_resume(slurm, "slurm/single_node.sbatch", ONE_NODE, tmp_path, tiny_phi_dir, snli_dir)
 
 
+def test_time_limit_signal_requeues_the_job_and_recipe_args_reach_the_recipe(slurm, tmp_path):
+    """Slurm itself sends the template's `#SBATCH --signal=B:USR1@300`: a one-minute job (Slurm's shortest
+    limit) is inside that warning time from its start, so the signal comes at Slurm's next time-limit check."""
+    template = (ROOT / "slurm" / "single_node.sbatch").read_text()
+    assert "\n#SBATCH --signal=B:USR1@300\n" in template and "\n#SBATCH --requeue\n" in template
+    probe = tmp_path / "time_limit_probe.py"
+    probe.write_text(TIME_LIMIT_PROBE)
+    flags = ["--gpus-per-node=0", "--ntasks-per-node=1", "--cpus-per-task=1"]
+    job = submit(slurm, "slurm/single_node.sbatch", tmp_path, flags, ["--seed", "7"], time_limit="1",
+                 RECIPE=str(probe), RUN_NAME="timed", RECIPE_ARGS="--learning_rate 1e-4 --note 'two words'")
+    run_dir = tmp_path / "timed"
+    slurm.wait_for(job, lambda info: info.get("Restarts") == "1", timeout=240, what="requeue after the time limit")
+    slurm.command("scancel", job)
+
+    record = json.loads((run_dir / "start-0.json").read_text())
+    assert record["argv"] == ["--learning_rate", "1e-4", "--note", "two words", "--seed", "7",
+                              "--output_dir", str(tmp_path), "--run_name", "timed"]
+    assert record["signalled_after_s"] < 50, "warned before the one-minute limit, not killed at it"
+    log = job_log(run_dir, job)
+    assert "[slurm] SIGUSR1 at" in log and f"requeueing job {job} to resume from the last checkpoint" in log
+
+
 def test_sigusr1_reaches_every_training_process_on_every_node(slurm, tmp_path):
-    if len(slurm.idle_nodes) < 2:
-        pytest.skip(f"only one test node could start: {slurm.node_failures}")
+    require_two_nodes(slurm)
     probe = tmp_path / "signal_probe.py"
     probe.write_text(SIGNAL_PROBE)
     flags = ["--gpus-per-node=0", "--nodes=2", "--ntasks-per-node=2", "--cpus-per-task=1"]
@@ -252,8 +300,7 @@ def test_sweep_runs_as_a_job_array_then_reports(slurm, tiny_phi_dir, snli_dir, t
 
 @pytest.mark.slow
 def test_multi_node_job_is_interrupted_on_every_node_and_resumes(slurm, tiny_phi_dir, snli_dir, tmp_path):
-    if len(slurm.idle_nodes) < 2:
-        pytest.skip(f"only one test node could start: {slurm.node_failures}")
+    require_two_nodes(slurm)
     # The nodes' names do not resolve; every node of this cluster is 127.0.0.1.
     log = interrupt_and_check_resume(slurm, "slurm/multi_node.sbatch", TWO_NODES, tmp_path, tiny_phi_dir, snli_dir,
                                      MAIN_PROCESS_IP="127.0.0.1")

@@ -141,9 +141,16 @@ def test_report_to_values():
     assert report_targets("none") == [] and report_targets("wandb,tensorboard") == ["wandb", "tensorboard"]
     with pytest.raises(TunelabError, match="report_to must be none, wandb, tensorboard"):
         NLIRecipe(report_to="mlflow")
-    if importlib.util.find_spec("tensorboard") is None and importlib.util.find_spec("tensorboardX") is None:
-        with pytest.raises(TunelabError, match="pip install tensorboard"):
-            check_tracking("tensorboard", {})
+    check_tracking("tensorboard", {})  # installed (requirements.txt): accepted
+    check_tracking("none", {})
+
+
+def test_report_to_tensorboard_without_tensorboard_names_the_install(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args, **kwargs: None if name in (
+        "tensorboard", "tensorboardX") else real_find_spec(name, *args, **kwargs))
+    with pytest.raises(TunelabError, match="pip install tensorboard"):
+        check_tracking("tensorboard", {})
 
 
 def test_missing_key_fails_before_anything_loads(tmp_path, monkeypatch):
@@ -277,6 +284,36 @@ def test_offline_wandb_run_holds_loss_memory_and_timings(tiny_phi_dir, snli_dir,
                                              "--profile", "cpu", "--stages", "report")))
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(folder.name.endswith(run_id) for folder in runs)
+
+
+def tensorboard_scalars(run_dir: Path) -> dict[str, list[int]]:
+    """Every scalar tag in the run's TensorBoard event files, with the steps it was logged at."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = list(run_dir.rglob("events.out.tfevents.*"))
+    assert files, f"no TensorBoard event file under {run_dir}"
+    scalars: dict[str, list[int]] = {}
+    for path in files:
+        events = EventAccumulator(str(path))
+        events.Reload()
+        for tag in events.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend(event.step for event in events.Scalars(tag))
+    return scalars
+
+
+@pytest.mark.parametrize("report_to", ["tensorboard", "wandb,tensorboard"])
+def test_report_to_tensorboard_alone_or_with_wandb(report_to, tiny_phi_dir, snli_dir, tmp_path, monkeypatch):
+    for name, value in wandb_environment(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    run_dir = main(parse_recipe(RECIPE, tiny_overrides(tiny_phi_dir, snli_dir, tmp_path / "runs", "--report_to",
+                                                       report_to, "--stages", "train")))
+    scalars = tensorboard_scalars(run_dir)
+    assert scalars["train/loss"] == [2, 4, 6, 8], "60 rows, batch 8: 8 steps, a loss every 2"
+    assert "train/tokens_per_s" in scalars, "tunelab's monitoring figures reach TensorBoard too"
+    if report_to == "tensorboard":
+        assert not (run_dir / "wandb").exists()
+    else:
+        assert offline_run(run_dir)["summary"]["train/loss"] > 0
 
 
 def free_port() -> int:

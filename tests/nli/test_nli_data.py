@@ -1,6 +1,7 @@
 """Loading NLI data: schemas, no-gold rows, the SNLI subsetting rule, prompts and truncation."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -40,8 +41,14 @@ def test_snli_original_schema_is_understood(tmp_path):
 
 
 def test_subset_rule_matches_reference_counts():
-    assert len(subset_rows(list(range(550_000)), 550, 1000)) == 1000
+    # SNLI 1.0 train: 550,152 pairs, 785 of them without a gold label (label -1), dropped first.
+    gold_rows = list(range(550_152 - 785))
+    chosen = subset_rows(gold_rows, 550, 1000)
+    assert len(chosen) == 999 and chosen[0] == 0 and chosen[-1] == 998 * 550, "the 1,000 cap is never reached"
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert "every 550th train row after dropping the 785 without a gold label (999 rows" in readme
     assert subset_rows(list(range(10)), 3, None) == [0, 3, 6, 9]
+    assert subset_rows(list(range(10)), 3, 2) == [0, 3]
 
 
 @pytest.mark.parametrize("rows, message", [

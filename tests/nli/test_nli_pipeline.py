@@ -4,14 +4,16 @@ import json
 import os
 import re
 import runpy
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from transformers import TrainerCallback
 
 from tunelab.config import parse_recipe
-from tunelab.errors import TunelabError
+from tunelab.errors import TrainingInterrupted, TunelabError
 from tunelab.nli.pipeline import main
 from tunelab.rundir import record_start
 
@@ -62,21 +64,36 @@ def test_finished_run_is_not_overwritten(tiny_phi_dir, snli_dir, tmp_path):
     assert (run_dir / "run_info.json").read_text() != before
 
 
+class SignalAtStep(TrainerCallback):
+    """Sends this process SIGTERM at the end of one optimizer step, as `kill` would mid-run."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def test_interrupted_run_resumes_from_last_checkpoint(tiny_phi_dir, snli_dir, tmp_path, capsys):
+    """Stopped mid-run (SIGTERM after step 10 of 24, in the second epoch; the run finishes the step it is in and
+    saves it), the same command trains only the steps left."""
     argv = tiny_overrides(tiny_phi_dir, snli_dir, tmp_path)
-    run_dir = main(parse_recipe(RECIPE, argv))
-    # Make it look like the run died during its last epoch: unfinished, with epochs 1 and 2 saved.
-    (run_dir / "run_info.json").unlink()
-    trainer_state = json.loads((run_dir / "checkpoints/checkpoint-16/trainer_state.json").read_text())
-    assert trainer_state["global_step"] == 16
-    progress = json.loads((run_dir / "progress.json").read_text())
-    (run_dir / "progress.json").write_text(json.dumps({**progress, "started": "2000-01-01T00:00:00Z"}))
+    with pytest.raises(TrainingInterrupted, match="Interrupted by SIGTERM at step 11: checkpoint saved"):
+        main(parse_recipe(RECIPE, argv), callbacks=[SignalAtStep(10)])
+    run_dir = tmp_path / "phi2_snli"
+    assert not (run_dir / "run_info.json").exists(), "not finished"
+    started = json.loads((run_dir / "progress.json").read_text())["started"]
+    assert json.loads((run_dir / "checkpoints/checkpoint-11/trainer_state.json").read_text())["global_step"] == 11
+    capsys.readouterr()
+
     main(parse_recipe(RECIPE, argv))
-    assert "Resuming phi2_snli" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Resuming phi2_snli" in out and f"Resuming training from {run_dir}/checkpoints/checkpoint-11" in out
+    assert out.count("{'loss'") == 7, "the restart trains steps 12 to 24 only (a loss logged every 2 steps)"
     log = json.loads((run_dir / "train_log.json").read_text())
-    trained_steps = [entry["step"] for entry in log if "loss" in entry]
-    assert trained_steps[-1] == 24
-    assert json.loads((run_dir / "run_info.json").read_text())["started"] == "2000-01-01T00:00:00Z", \
+    assert [entry["step"] for entry in log if "loss" in entry] == list(range(2, 25, 2)), "no step lost or repeated"
+    assert json.loads((run_dir / "run_info.json").read_text())["started"] == started, \
         "a resumed run keeps its first start"
 
 

@@ -90,16 +90,22 @@ def test_sequence_scoring_learns_multi_token_labels(tiny_gpt2_dir, tmp_path):
     assert acc_after >= 0.9 > acc_before
 
 
-def test_padding_side_does_not_change_scores(tiny_gpt2_dir, tmp_path):
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_padding_does_not_change_scores_whatever_the_tokenizer_padding_side(padding_side, tiny_gpt2_dir, tmp_path):
+    """Rows of different lengths scored in one padded batch or one by one (no padding) score the same, with
+    the tokenizer set to either padding side (the collator pads, always on the left)."""
     recipe = tiny_recipe(tiny_gpt2_dir, tmp_path, lora_target_modules=["c_attn"])
     tokenizer = load_tokenizer(recipe)
+    tokenizer.padding_side = padding_side
     model = load_model(recipe).eval()
     label_ids = label_token_ids(tokenizer, recipe.label_words, "first_token")
     dataset, _ = tokenize_rows(separable_rows(6, seed=3), tokenizer, 64, 1)
     collate = NLICollator(tokenizer.pad_token_id, label_ids)
     features = [dict(row) for row in dataset]
+    batch = collate(features)
+    assert (batch["attention_mask"] == 0).any(), "the batch must hold padding for this test to mean anything"
     with torch.no_grad():
-        batched = label_scores(model, collate(features), label_ids, "first_token")
+        batched = label_scores(model, batch, label_ids, "first_token")
         one_by_one = torch.cat([label_scores(model, collate([f]), label_ids, "first_token") for f in features])
     assert torch.allclose(batched, one_by_one, atol=1e-5)
 
@@ -112,8 +118,9 @@ def test_qlora_4bit_trains_a_few_steps(tiny_llama_dir, tmp_path):
     counts = parameter_counts(model)
     plain = parameter_counts(load_model(dataclasses.replace(recipe, load_in_4bit=False)))
     assert counts["total"] == plain["total"], "4-bit weights count as one parameter each"
-    _, _, losses, *_ = train_and_score(recipe)
+    _, _, losses, loss_before, loss_after = train_and_score(recipe)
     assert losses and all(np.isfinite(losses))
+    assert loss_after < loss_before, "the LoRA weights moved the 4-bit model toward the labels"
 
 
 def test_unknown_target_module_is_loud(tiny_phi_dir, tmp_path):

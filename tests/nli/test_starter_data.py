@@ -143,17 +143,23 @@ def test_hypernyms_entail_hyponyms_are_neutral_and_siblings_contradict(starter):
 
 
 def test_quantifier_cues_match_their_labels(starter):
+    checked = Counter()
     for row in rows_of(starter, "quantifier"):
         premise, hypothesis = row["premise"].lower(), row["hypothesis"].lower()
         counted = premise.split()[0] in NUMBER_WORDS
         if hypothesis.startswith(("no ", "nobody ", "only one ", "dozens of ", "none of ")):
+            checked["denied"] += 1
             assert row["label"] == CONTRADICTION, row
         if counted and hypothesis.startswith(("some ", "more than one ")):
+            checked["weakened"] += 1
             assert row["label"] == ENTAILMENT, row
         if counted and hypothesis.startswith("every "):
+            checked["generalised"] += 1
             assert row["label"] == NEUTRAL, row
         if premise.startswith("all the ") and hypothesis.startswith("every "):
+            checked["all is every"] += 1
             assert row["label"] == ENTAILMENT, row
+    assert set(checked) == {"denied", "weakened", "generalised", "all is every"}, f"a cue matched no row: {checked}"
 
 
 def test_dropping_a_detail_entails_and_adding_one_is_neutral(starter):
@@ -170,13 +176,17 @@ def test_dropping_a_detail_entails_and_adding_one_is_neutral(starter):
 
 
 def test_swapped_roles_passives_entail_and_swapped_exclusive_roles_contradict(starter):
+    passives = contradictions = 0
     for row in rows_of(starter, "swapped_roles"):
         hypothesis = row["hypothesis"]
         if " is being " in hypothesis or " is getting " in hypothesis:
+            passives += 1
             assert row["label"] == ENTAILMENT, row
         if row["label"] == CONTRADICTION:
+            contradictions += 1
             premise_first_clause = words(row["premise"].split(" and ")[0])
             assert sorted(words(hypothesis)) == sorted(premise_first_clause), row
+    assert passives and contradictions
 
 
 def test_unrelated_event_contradictions_use_no_negation(starter):

@@ -143,7 +143,21 @@ def test_same_rows_in_another_order_are_accepted(tmp_path):
     (finetuned / "metrics.json").write_bytes((baseline / "metrics.json").read_bytes())
     with (finetuned / "predictions.csv").open("w", newline="", encoding="utf-8") as file:
         csv.writer(file).writerows([rows[0], *reversed(rows[1:])])
-    assert (compare(baseline, finetuned, tmp_path / "out") / "improvement.json").is_file()
+    in_order = json.loads((compare(baseline, baseline, tmp_path / "in_order") / "improvement.json").read_text())
+    reordered = json.loads((compare(baseline, finetuned, tmp_path / "out") / "improvement.json").read_text())
+    assert reordered == in_order
+
+    # The same premises and the same gold labels, but misaligned by one row: not the same rows.
+    premise, gold = rows[0].index("premise"), rows[0].index("gold")
+    shifted = [row[:] for row in rows[1:]]
+    for row, source in zip(shifted, rows[2:] + rows[1:2]):
+        row[gold] = source[gold]
+    with (finetuned / "predictions.csv").open("w", newline="", encoding="utf-8") as file:
+        csv.writer(file).writerows([rows[0], *shifted])
+    assert sorted(r[premise] for r in shifted) == sorted(r[premise] for r in rows[1:])
+    assert sorted(r[gold] for r in shifted) == sorted(r[gold] for r in rows[1:])
+    with pytest.raises(TunelabError, match="refusing to compare split matched: .* 12 of them differ"):
+        compare(baseline, finetuned, tmp_path / "misaligned")
 
 
 def test_refuses_to_compare_different_rows(tmp_path):
