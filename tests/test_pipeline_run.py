@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from tunelab.chat.config import ChatRecipe
 from tunelab.chat.pipeline import ChatRun
@@ -22,6 +23,7 @@ class StandInTrainer:
 
     def __init__(self, weights: bytes = b"new weights", fail: bool = False):
         self.weights, self.fail = weights, fail
+        self.model = torch.nn.Linear(1, 1)  # not sharded: the adapter is saved by save_model
 
     def save_model(self, folder: str) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)

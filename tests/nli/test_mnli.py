@@ -197,6 +197,6 @@ def test_recipe_end_to_end_on_tiny_gpt2(tiny_gpt2_dir, mnli_dir, tmp_path):
     assert (run_dir / "run_info.json").is_file()
 
     (run_dir / "run_info.json").unlink()
-    with pytest.raises(TunelabError, match=r"holds evaluation rows chosen with other data settings \(test_sample 24 -> "
-                                           r"12\): rerun with the original settings"):
+    with pytest.raises(TunelabError, match=r"holds an unfinished run started with other settings \(test_sample: 24 -> "
+                                           r"12\).*--overwrite"):
         main(parse_recipe(RECIPE, [*argv, "--test_sample", "12", "--stages", "baseline"]))
