@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from tunelab.errors import TunelabError
-from tunelab.sweep import plan_sweep, record_sweep, sweep_command, write_sweep_report
+from tunelab.sweep.grid import plan_sweep, record_sweep
+from tunelab.sweep.report import write_sweep_report
+from tunelab.sweep.run import sweep_command
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = str(ROOT / "recipes" / "phi2_snli.py")

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             bench(rest)
             return
         if args.command == "sweep":
-            from tunelab.sweep import sweep_command
+            from tunelab.sweep.run import sweep_command
 
             print(sweep_command([arg for arg in rest if arg != "--debug"]))
             return
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
 
             print(compare(args.baseline_dir, args.finetuned_dir, args.out))
         elif args.command == "sweep-report":
-            from tunelab.sweep import write_sweep_report
+            from tunelab.sweep.report import write_sweep_report
 
             print(write_sweep_report(args.sweep_dir))
         elif args.command == "merge":
