@@ -357,3 +357,20 @@ def test_an_unreachable_hub_switches_the_run_offline_at_once(monkeypatch, capsys
     assert time.monotonic() - start < 5 and huggingface_hub.constants.HF_HUB_OFFLINE is True
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert "no network: the Hugging Face Hub does not answer, so org/model" in capsys.readouterr().out
+
+
+def test_a_sharded_fsdp2_checkpoint_is_checked_by_its_metadata_and_shards(tmp_path):
+    """FSDP2 saves the model as torch.distributed.checkpoint folders (pytorch_model_fsdp_0/), not safetensors."""
+    import torch.distributed.checkpoint as dcp
+
+    from tunelab.rundir import checkpoint_damage
+
+    checkpoint = tmp_path / "checkpoint-3"
+    dcp.save({"w": torch.ones(4, 4)}, checkpoint_id=str(checkpoint / "pytorch_model_fsdp_0"), no_dist=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 3}))
+    assert checkpoint_damage(checkpoint) is None
+    shard = next((checkpoint / "pytorch_model_fsdp_0").glob("*.distcp"))
+    shard.unlink()
+    assert checkpoint_damage(checkpoint) == f"pytorch_model_fsdp_0 lacks {shard.name}"
+    (checkpoint / "pytorch_model_fsdp_0" / ".metadata").write_bytes(b"\x80")
+    assert "pytorch_model_fsdp_0/.metadata unreadable" in checkpoint_damage(checkpoint)

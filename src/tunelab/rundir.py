@@ -286,8 +286,13 @@ def checkpoint_damage(checkpoint: Path) -> str | None:
     except (OSError, ValueError, KeyError) as error:
         return f"trainer_state.json unreadable: {type(error).__name__}"
     weights = list(checkpoint.glob("*.safetensors"))
-    if not weights:
+    sharded = list(checkpoint.glob("pytorch_model_fsdp_*"))  # FSDP2's sharded state dict: one folder per model
+    if not weights and not sharded:
         return "no weights file"
+    for folder in sharded:
+        problem = sharded_checkpoint_damage(folder)
+        if problem:
+            return problem
     for path in weights:
         try:
             with safe_open(str(path), framework="pt") as handle:
@@ -303,6 +308,18 @@ def checkpoint_damage(checkpoint: Path) -> str | None:
         except (OSError, zipfile.BadZipFile) as error:
             return f"{path.name} unreadable: {error}"
     return None
+
+
+def sharded_checkpoint_damage(folder: Path) -> str | None:
+    """A torch.distributed.checkpoint folder must have readable metadata and every shard file it names."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        metadata = FileSystemReader(str(folder)).read_metadata()
+    except Exception as error:  # a truncated or missing .metadata fails in pickle or in the file system
+        return f"{folder.name}/.metadata unreadable: {type(error).__name__}"
+    missing = {item.relative_path for item in metadata.storage_data.values()} - {p.name for p in folder.iterdir()}
+    return f"{folder.name} lacks {', '.join(sorted(missing))}" if missing else None
 
 
 def record_start(progress_path: Path) -> None:
