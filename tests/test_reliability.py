@@ -195,9 +195,14 @@ def test_parser_random_input_ends_in_tunelab_error(overrides):
     try:
         parse_recipe(NLIRecipe(), argv)
     except TunelabError as error:
-        problems = getattr(error, "problems", [str(error)])  # several problems: one line each, after a header
-        assert all("\n" not in problem for problem in problems)
-        assert len(problems) == 1 or str(error).startswith(f"{len(problems)} problems in the settings:\n")
+        assert_one_line_per_problem(error)
+
+
+def assert_one_line_per_problem(error: TunelabError) -> None:
+    """One problem: one line. Several (tunelab.config.SettingsError): a header, then one line each."""
+    problems = getattr(error, "problems", [str(error)])
+    assert all("\n" not in problem for problem in problems)
+    assert len(problems) == 1 or str(error).startswith(f"{len(problems)} problems in the settings:\n")
 
 
 @settings(max_examples=200, deadline=None)
@@ -210,7 +215,7 @@ def test_yaml_random_mappings_end_in_tunelab_error(mapping, tmp_path_factory):
     try:
         recipe = parse_recipe(NLIRecipe(), ["--config", str(path)])
     except TunelabError as error:
-        assert "\n" not in str(error)
+        assert_one_line_per_problem(error)
     else:
         assert isinstance(recipe, NLIRecipe)
         assert set(mapping) <= set(NLIRecipe.__dataclass_fields__), "an unknown setting was accepted"
