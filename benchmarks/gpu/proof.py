@@ -10,7 +10,7 @@ points, each part in its own process with its own time budget, so one failure or
 leaves the other parts' figures:
 
   prepare          GPU, driver and library versions and what `--profile auto` picks here; phi-2's published
-                   architecture with random weights (tunelab.bench.published_model, built on the GPU); an NLI
+                   architecture with random weights (tunelab.bench.workloads.published_model, built on the GPU); an NLI
                    folder: the starter set's train rows repeated to 1,000, 100 validation and test rows
   phi2_snli        the recipe as a user launches it (`tunelab launch --profile auto`): 4-bit NF4, LoRA r=32,
                    paged AdamW 8-bit, 1,000 rows x 5 epochs, baseline, evaluation, report
@@ -128,8 +128,8 @@ def step_environment(proof: Proof) -> dict:
     """The device, driver and versions, and the profile `--profile auto` picks from what NVML sees."""
     import torch
 
-    from tunelab.monitoring import software_versions
     from tunelab.profiles import auto_profile, detect_gpus
+    from tunelab.summary import software_versions
 
     gpus = detect_gpus()
     profile, reason = auto_profile(gpus)
@@ -162,7 +162,7 @@ def step_prepare(proof: Proof) -> dict:
     """The models (phi-2's published architecture, or tiny ones on --cpu) and the NLI folder."""
     import torch
 
-    from tunelab.bench import published_model
+    from tunelab.bench.workloads import published_model
     from tunelab.config import load_recipe
     from tunelab.tiny_models import build_tiny_model
 
@@ -196,17 +196,19 @@ def step_bench_bf16(argv: list[str]) -> None:
     """`tunelab bench --workload phi2_snli` with bf16 weights: the workload's recipe with --load_in_4bit false."""
     from dataclasses import replace
 
-    from tunelab import bench
+    from tunelab.bench.command import parse_args, run_benchmark
+    from tunelab.bench.results import markdown, write_results
+    from tunelab.bench.workloads import WORKLOADS
 
-    four_bit = bench.WORKLOADS["phi2_snli"]
-    bench.WORKLOADS["phi2_snli_bf16"] = replace(four_bit, name="phi2_snli_bf16",
+    four_bit = WORKLOADS["phi2_snli"]
+    WORKLOADS["phi2_snli_bf16"] = replace(four_bit, name="phi2_snli_bf16",
                                                 overrides=(*four_bit.overrides, "--load_in_4bit", "false"))
-    args = bench.parse_args([arg if arg != "phi2_snli" else "phi2_snli_bf16" for arg in argv])
-    summary = bench.run_benchmark(args)
+    args = parse_args([arg if arg != "phi2_snli" else "phi2_snli_bf16" for arg in argv])
+    summary = run_benchmark(args)
     summary["command"] = (f"python3 benchmarks/gpu/proof.py OUT --parts bench_phi2_bf16: tunelab bench "
                           f"{' '.join(argv)} with the recipe's --load_in_4bit false")
-    bench.write_results(summary, Path(args.out))
-    print(bench.markdown(summary))
+    write_results(summary, Path(args.out))
+    print(markdown(summary))
 
 
 def run_quietly(command: list[str]) -> str:
@@ -371,7 +373,7 @@ def markdown(summary: dict) -> str:
 def bench_table(summary: dict) -> str:
     """`tunelab bench`'s own Markdown of a result (its JSON is in proof.json whatever happens here)."""
     try:
-        from tunelab.bench import markdown as bench_markdown
+        from tunelab.bench.results import markdown as bench_markdown
 
         return bench_markdown(summary).replace("### ", "#### ")
     except Exception as error:  # the proof's tables must not be lost to one result's rendering

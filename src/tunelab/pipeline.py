@@ -63,7 +63,7 @@ MODELS = ("baseline", "finetuned")
 LOAD_STEPS = ("data", "tokenizer", "model", "trainer")
 # Settings a resumed run may change: they do not change what is trained (run control is not in config.yaml).
 FREE_TO_CHANGE = ("run_name", "output_dir", "report_to", "logging_steps", "profile", "per_device_eval_batch_size",
-                  "save_total_limit", "trust_remote_code", "allow_pickle")
+                  "save_total_limit", "trust_remote_code", "allow_pickle", "temperature_scaling")
 
 
 def run_recipe(main: Callable[[Recipe], Path], defaults: Recipe, argv: list[str] | None) -> None:

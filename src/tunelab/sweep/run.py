@@ -30,8 +30,11 @@ def sweep_command(argv: list[str]) -> Path:
         if finished(sweep_dir, run):
             say(f"Run {index} of {len(sweep['runs'])}, {run['name']}: finished before, reusing it")
             continue
-        say(f"Run {index} of {len(sweep['runs'])}: {run['name']}")
-        run_here(sweep, sweep_dir, run)
+        try:
+            say(f"Run {index} of {len(sweep['runs'])}: {run['name']}")
+            run_here(sweep, sweep_dir, run)
+        except KeyboardInterrupt:  # Ctrl-C before the run's own process started: nothing of it to save
+            raise stopped_during(run) from None
     report = write_sweep_report(sweep_dir)
     say(f"Sweep report: {report}")
     return sweep_dir
@@ -50,11 +53,15 @@ def run_here(sweep: dict, sweep_dir: Path, run: dict) -> None:
         except KeyboardInterrupt:  # the run got the same Ctrl-C: let it save its checkpoint
             interrupted = True
     if interrupted or status in (INTERRUPTED_EXIT_CODE, 130, -2):
-        raise TrainingInterrupted(f"sweep stopped during {run['name']}: run the same command again to resume "
-                                  "(finished runs are reused, this one resumes from its checkpoint)")
+        raise stopped_during(run)
     if status != 0:
         raise TunelabError(f"run {run['name']} failed (exit status {status}, see above): fix the cause and run "
                            "the same command again; finished runs are reused")
+
+
+def stopped_during(run: dict) -> TrainingInterrupted:
+    return TrainingInterrupted(f"sweep stopped during {run['name']}: run the same command again to resume "
+                               "(finished runs are reused, this one resumes from its checkpoint)")
 
 
 def write_task_files(sweep: dict, sweep_dir: Path) -> list[int]:
