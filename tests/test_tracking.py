@@ -20,14 +20,12 @@ from tunelab.config import parse_recipe
 from tunelab.errors import TunelabError
 from tunelab.nli.config import NLIRecipe
 from tunelab.nli.pipeline import main
+from tunelab.secrets import REDACTED, redact, secret_values
 from tunelab.stats import paired_statistics
 from tunelab.tracking import (
     NO_KEY,
-    REDACTED,
     check_tracking,
-    redact,
     report_targets,
-    secret_values,
     statistics_figures,
     wandb_init_arguments,
 )

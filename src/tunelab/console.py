@@ -12,6 +12,8 @@ import os
 import sys
 import warnings
 
+from tunelab.secrets import redact
+
 # (category, module the warning is raised from, message): notices about how libraries call each other.
 QUIET_WARNINGS = (
     # The Trainer itself still calls the old gradient-checkpointing names.
@@ -67,5 +69,5 @@ def is_main_process() -> bool:
 
 def say(message: str, *, every_process: bool = False, stream=None) -> None:
     """Print a `[tunelab]` line on the main process only (all of them with `every_process`), to stdout or `stream`."""
-    if every_process or is_main_process():
-        print(f"[tunelab] {message}", file=stream or sys.stdout, flush=True)
+    if every_process or is_main_process():  # redacted: a path may hold a token, and W&B records the terminal
+        print(f"[tunelab] {redact(message)}", file=stream or sys.stdout, flush=True)

@@ -13,6 +13,7 @@ import sys
 from contextlib import contextmanager
 
 from tunelab.console import is_main_process, say
+from tunelab.secrets import redact
 
 INTERRUPTED_EXIT_CODE = 3
 DIVERGED_EXIT_CODE = 4
@@ -46,7 +47,7 @@ def exit_on_error(debug: bool = False):
         if isinstance(error, TrainingInterrupted):
             say(str(error), stream=sys.stderr)
         elif is_main_process():
-            print(f"tunelab: error: {error}", file=sys.stderr, flush=True)
+            print(f"tunelab: error: {redact(str(error))}", file=sys.stderr, flush=True)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         print("tunelab: interrupted", file=sys.stderr, flush=True)

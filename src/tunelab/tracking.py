@@ -29,19 +29,16 @@ import importlib.util
 import json
 import netrc
 import os
-import re
 import subprocess
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
 from tunelab.errors import TunelabError
+from tunelab.secrets import redact, secret_values
 
 TRACKERS = ("wandb", "tensorboard")
 OFFLINE_MODES = ("offline", "dryrun", "disabled")
-SECRET_NAME = re.compile(r"(^|_)(API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_|$)", re.IGNORECASE)
-MIN_SECRET_LENGTH = 6  # shorter values ("1", "true") would redact ordinary text
-REDACTED = "<redacted>"
 RUN_ID_FILE = "tunelab-run-id"
 LOGGED_FILES = ("config.yaml", "progress.json", "run_info.json", "monitoring.json", "train_log.json",
                 "report/*", "eval/*/predictions.csv", "eval/*/*/metrics.json", "eval/*/*/predictions.csv",
@@ -112,25 +109,6 @@ def has_wandb_credentials(environ=os.environ) -> bool:
 
 
 # ---------------------------------------------------------------------------- secrets
-
-def secret_values(environ=os.environ) -> list[str]:
-    """Values of environment variables whose names look like credentials (WANDB_API_KEY, HF_TOKEN, *_SECRET...)."""
-    values = {value for name, value in environ.items() if SECRET_NAME.search(name) and len(value) >= MIN_SECRET_LENGTH}
-    return sorted(values, key=len, reverse=True)
-
-
-def redact(data, secrets: list[str] | None = None):
-    """`data` (dicts, lists, strings, numbers) with every secret value replaced by <redacted>."""
-    secrets = secret_values() if secrets is None else secrets
-    if isinstance(data, dict):
-        return {redact(key, secrets): redact(value, secrets) for key, value in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [redact(item, secrets) for item in data]
-    if isinstance(data, str):
-        for secret in secrets:
-            data = data.replace(secret, REDACTED)
-    return data
-
 
 # ---------------------------------------------------------------------------- the W&B run
 
