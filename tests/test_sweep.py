@@ -67,7 +67,7 @@ def test_sweep_of_two_tiny_runs_resumes_after_an_interruption_and_reports(tiny_p
     output = []
     for line in process.stdout:
         output.append(line)
-        if "Run 2 of 2: seed-2" in line:
+        if "Starting seed-2" in line:  # the run's own process is up: Ctrl-C reaches both
             os.killpg(process.pid, signal.SIGINT)
     assert process.wait(timeout=600) == 3, "".join(output)[-3000:]
     assert "sweep stopped during seed-2: run the same command again to resume" in "".join(output)
