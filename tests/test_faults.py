@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import TrainerCallback
 
+from nli_helpers import tiny_nli_argv
 from tunelab.config import parse_recipe
 from tunelab.divergence import StopOnDivergence
 from tunelab.errors import DIVERGED_EXIT_CODE, INTERRUPTED_EXIT_CODE, TrainingDiverged, TunelabError
@@ -43,11 +44,9 @@ RECIPE = runpy.run_path(str(ROOT / "recipes" / "phi2_snli.py"))["RECIPE"]
 
 
 def tiny_argv(model_dir, data_dir, output_dir, *extra):
-    return ["--model_name_or_path", str(model_dir), "--dataset", str(data_dir), "--output_dir", str(output_dir),
-            "--train_stride", "1", "--train_size", "none", "--validation_stride", "1", "--validation_size", "none",
-            "--test_stride", "1", "--test_size", "none", "--learning_rate", "5e-3", "--num_train_epochs", "2",
-            "--precision", "fp32", "--load_in_4bit", "false", "--optim", "adamw_torch", "--logging_steps", "1",
-            *extra]
+    """Two epochs, unquantized, with plain AdamW and a log line every step."""
+    return tiny_nli_argv(model_dir, data_dir, output_dir, "--num_train_epochs", "2", "--load_in_4bit", "false",
+                         "--optim", "adamw_torch", "--logging_steps", "1", *extra)
 
 
 def run_recipe_file(*argv, timeout=300):

@@ -1,11 +1,14 @@
 """Hardware profiles, NVML detection through a stand-in, and the printed run plan."""
 
 import pytest
+import torch
 
+import tunelab.models
 from fake_gpu import FakeNVML
 from tunelab.config import parse_recipe
 from tunelab.errors import TunelabError
 from tunelab.launch.plan import build_plan
+from tunelab.models import compute_dtype
 from tunelab.nli.config import NLIRecipe
 from tunelab.nli.pipeline import main
 from tunelab.profiles import Gpu, auto_profile, detect_gpus, resolve_profile
@@ -36,7 +39,7 @@ def test_real_nvml_on_this_machine_does_not_crash():
 
 
 @pytest.mark.parametrize("profile, world, batch, accumulation, precision", [
-    ("cpu", 1, 8, 1, "fp32"),
+    ("cpu", 1, 8, 1, "auto"),
     ("cpu_ddp", 2, 4, 1, "fp32"),
     ("vgpu36", 1, 4, 2, "fp16"),
     ("a40", 1, 8, 1, "bf16"),
@@ -91,7 +94,7 @@ def test_bad_profiles_are_clear(argv, message):
 
 def test_auto_on_this_machine_is_cpu(capsys):
     recipe = parse_recipe(RECIPE, ["--profile", "auto"])
-    assert recipe.profile == "cpu" and recipe.precision == "fp32"
+    assert recipe.profile == "cpu" and recipe.precision == "auto"  # bf16 where the CPU computes it natively
     assert "profile auto -> cpu: no GPU visible" in capsys.readouterr().out
 
 
@@ -115,3 +118,16 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_phi_dir, snli_dir, tmp_
     assert "effective batch 8 = per-device 8 × accumulation 1 × 1 process(es)" in out
     assert "training rows: 60; optimizer steps: 24" in out
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("native_bf16, world_size, expected", [
+    (True, "1", torch.bfloat16),   # AVX512-BF16 or AMX: bf16 trains about 2x faster than fp32
+    (False, "1", torch.float32),   # emulated bf16 is slower than fp32
+    (True, "2", torch.float32),    # gloo and DeepSpeed's CPU path take fp32
+])
+def test_auto_precision_on_a_cpu(native_bf16, world_size, expected, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(tunelab.models, "cpu_computes_bf16", lambda: native_bf16)
+    monkeypatch.setenv("WORLD_SIZE", world_size)
+    assert compute_dtype("auto") == expected
+    assert compute_dtype("fp32") == torch.float32 and compute_dtype("bf16") == torch.bfloat16

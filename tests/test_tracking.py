@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nli_helpers import tiny_nli_argv
 from tunelab.config import parse_recipe
 from tunelab.errors import TunelabError
 from tunelab.nli.config import NLIRecipe
@@ -39,10 +40,7 @@ PATH_SECRET = ("DATA_ACCESS_TOKEN", "dataTokenInAPath8c7b6a5")  # ends up in the
 
 
 def tiny_overrides(model_dir, data_dir, output_dir, *extra):
-    return ["--model_name_or_path", str(model_dir), "--dataset", str(data_dir), "--output_dir", str(output_dir),
-            "--train_stride", "1", "--train_size", "none", "--validation_stride", "1", "--validation_size", "none",
-            "--test_stride", "1", "--test_size", "none", "--learning_rate", "5e-3", "--num_train_epochs", "1",
-            "--precision", "fp32", "--logging_steps", "2", "--load_in_4bit", "false", *extra]
+    return tiny_nli_argv(model_dir, data_dir, output_dir, "--num_train_epochs", "1", "--load_in_4bit", "false", *extra)
 
 
 def wandb_environment(tmp_path: Path) -> dict[str, str]:

@@ -70,7 +70,9 @@ class Recipe:
     allow_pickle: bool = field(default=False, metadata={
         "group": "model", "help": "load .bin (pickle) weights; only for checkpoints you trust"})
     precision: str = field(default="auto", metadata={
-        "group": "model", "help": f"compute precision: {', '.join(PRECISIONS)} (auto: bf16 where supported, else fp32)"})
+        "group": "model", "help": f"compute precision: {', '.join(PRECISIONS)} (auto: bf16 on GPUs that have it, else fp16; "
+                                  "on a CPU, bf16 for one process where the CPU computes it natively (AVX512-BF16 or "
+                                  "AMX), else fp32)"})
     gradient_checkpointing: bool = field(default=False, metadata={
         "group": "model", "help": "recompute activations in the backward pass: less memory, slower steps"})
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,12 +55,23 @@ def load_tokenizer(recipe: Recipe):
 
 
 def compute_dtype(precision: str) -> torch.dtype:
-    """The dtype for weights and compute: bf16 where supported, fp16 on older GPUs, fp32 on CPU."""
+    """The dtype for weights and compute: bf16 where supported, fp16 on older GPUs; on a CPU, bf16 for one
+    process where the CPU computes it natively, else fp32."""
     if precision == "auto":
-        if not torch.cuda.is_available():
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        single_process = int(os.environ.get("WORLD_SIZE", "1")) == 1  # gloo and DeepSpeed's CPU path take fp32
+        return torch.bfloat16 if single_process and cpu_computes_bf16() else torch.float32
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX, e.g. AMD Zen 4, Intel Sapphire Rapids).
+
+    There LoRA on the embedded model trains about 2x faster in bf16 than in fp32 (README, Performance);
+    elsewhere bf16 is emulated and slower than fp32.
+    """
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def load_model(recipe: Recipe, vocab_size: int | None = None, num_labels: int | None = None):

@@ -2,7 +2,7 @@
 
 A profile keeps the recipe's effective batch (per-device batch × accumulation × processes)
 while choosing a per-device batch that fits, the precision the hardware supports (bf16 where
-supported, fp16 otherwise, fp32 on CPU) and gradient checkpointing. `--profile auto` picks one
+supported, fp16 otherwise; on CPU, `auto` for one process, fp32 for two) and gradient checkpointing. `--profile auto` picks one
 from the detected GPUs (NVML: name, count, memory; no GPU: cpu) and says why.
 """
 
@@ -41,7 +41,7 @@ class Profile:
 
 
 PROFILES = {p.name: p for p in (
-    Profile("cpu", "one process on the CPU (the embedded default)", "cpu.yaml", "fp32"),
+    Profile("cpu", "one process on the CPU (the embedded default)", "cpu.yaml", "auto"),
     Profile("cpu_ddp", "two processes on the CPU with gloo (data parallelism anywhere)", "cpu_ddp.yaml", "fp32",
             processes=2),
     Profile("a40", "one 48 GB GPU (A40, A6000, L40S)", "a40.yaml", "bf16", gpu_memory_gib=48),

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from transformers import TrainerCallback
 
+from nli_helpers import tiny_nli_argv
 from tunelab.config import parse_recipe
 from tunelab.errors import TrainingInterrupted, TunelabError
 from tunelab.nli.pipeline import main
@@ -21,16 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RECIPE = runpy.run_path(str(ROOT / "recipes" / "phi2_snli.py"))["RECIPE"]
 
 
-def tiny_overrides(model_dir, data_dir, output_dir, *extra):
-    """The real phi2_snli recipe (4-bit, LoRA on phi's modules, paged AdamW 8-bit) on tiny local data."""
-    return ["--model_name_or_path", str(model_dir), "--dataset", str(data_dir), "--output_dir", str(output_dir),
-            "--train_stride", "1", "--train_size", "none", "--validation_stride", "1", "--validation_size", "none",
-            "--test_stride", "1", "--test_size", "none", "--learning_rate", "5e-3", "--num_train_epochs", "3",
-            "--precision", "fp32", "--logging_steps", "2", *extra]
-
-
 def test_recipe_writes_every_output(tiny_phi_dir, snli_dir, tmp_path):
-    run_dir = main(parse_recipe(RECIPE, tiny_overrides(tiny_phi_dir, snli_dir, tmp_path)))
+    run_dir = main(parse_recipe(RECIPE, tiny_nli_argv(tiny_phi_dir, snli_dir, tmp_path)))
     assert run_dir == tmp_path / "phi2_snli"
     for name in ("config.yaml", "run_info.json", "train_log.json", "adapter/adapter_model.safetensors",
                  "eval/test/baseline/metrics.json", "eval/test/finetuned/metrics.json",
@@ -54,7 +47,7 @@ def test_recipe_writes_every_output(tiny_phi_dir, snli_dir, tmp_path):
 
 
 def test_finished_run_is_not_overwritten(tiny_phi_dir, snli_dir, tmp_path):
-    argv = tiny_overrides(tiny_phi_dir, snli_dir, tmp_path, "--num_train_epochs", "1")
+    argv = tiny_nli_argv(tiny_phi_dir, snli_dir, tmp_path, "--num_train_epochs", "1")
     run_dir = main(parse_recipe(RECIPE, argv))
     before = (run_dir / "run_info.json").read_text()
     with pytest.raises(TunelabError, match="holds a finished run.*--overwrite"):
@@ -78,7 +71,7 @@ class SignalAtStep(TrainerCallback):
 def test_interrupted_run_resumes_from_last_checkpoint(tiny_phi_dir, snli_dir, tmp_path, capsys):
     """Stopped mid-run (SIGTERM after step 10 of 24, in the second epoch; the run finishes the step it is in and
     saves it), the same command trains only the steps left."""
-    argv = tiny_overrides(tiny_phi_dir, snli_dir, tmp_path)
+    argv = tiny_nli_argv(tiny_phi_dir, snli_dir, tmp_path)
     with pytest.raises(TrainingInterrupted, match="Interrupted by SIGTERM at step 11: checkpoint saved"):
         main(parse_recipe(RECIPE, argv), callbacks=[SignalAtStep(10)])
     run_dir = tmp_path / "phi2_snli"
@@ -115,7 +108,7 @@ def run_cli(*args, env_extra=None):
 def test_recipe_under_accelerate_launch(tiny_phi_dir, snli_dir, tmp_path):
     accelerate = Path(sys.executable).parent / "accelerate"
     result = run_cli(str(accelerate), "launch", "--config_file", "accelerate_configs/cpu.yaml",
-                     "recipes/phi2_snli.py", *tiny_overrides(tiny_phi_dir, snli_dir, tmp_path, "--num_train_epochs", "1"))
+                     "recipes/phi2_snli.py", *tiny_nli_argv(tiny_phi_dir, snli_dir, tmp_path, "--num_train_epochs", "1"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[tunelab] Report: " in result.stdout
     assert (tmp_path / "phi2_snli" / "report" / "report.html").is_file()
@@ -137,7 +130,7 @@ def test_errors_are_one_line_without_traceback(args, message, snli_dir, tmp_path
 
 
 def test_stages_run_separately(tiny_phi_dir, snli_dir, tmp_path):
-    argv = tiny_overrides(tiny_phi_dir, snli_dir, tmp_path, "--num_train_epochs", "1", "--load_in_4bit", "false")
+    argv = tiny_nli_argv(tiny_phi_dir, snli_dir, tmp_path, "--num_train_epochs", "1", "--load_in_4bit", "false")
     with pytest.raises(TunelabError, match="run the train stage first"):
         main(parse_recipe(RECIPE, [*argv, "--stages", "evaluate"]))
     for stages in ("baseline", "train", "evaluate,report"):
@@ -165,7 +158,7 @@ def test_classifier_head_run_scores_a_zero_shot_baseline_and_its_saved_head(tiny
     from tunelab.nli.data import tokenize_rows
     from tunelab.nli.trainer import NLICollator, label_scores
 
-    argv = tiny_overrides(tiny_phi_dir, snli_dir, tmp_path, "--num_train_epochs", "2", "--load_in_4bit", "false",
+    argv = tiny_nli_argv(tiny_phi_dir, snli_dir, tmp_path, "--num_train_epochs", "2", "--load_in_4bit", "false",
                           "--lora_target_modules", "q_proj,k_proj,v_proj,dense")
     words_dir = main(parse_recipe(RECIPE, [*argv, "--run_name", "words", "--stages", "baseline"]))
     run_dir = main(parse_recipe(RECIPE, [*argv, "--run_name", "head", "--head", "classifier"]))

@@ -41,7 +41,7 @@ def tiny_recipe(model_dir, tmp_path, **overrides):
     settings = dict(model_name_or_path=str(model_dir), output_dir=str(tmp_path), run_name="tiny",
                     lora_r=8, lora_alpha=16, lora_dropout=0.0, learning_rate=5e-3, num_train_epochs=10,
                     per_device_train_batch_size=8, per_device_eval_batch_size=16, logging_steps=5,
-                    save_strategy="no", seed=0, max_length=64)
+                    save_strategy="no", seed=0, max_length=64, precision="fp32")  # exact comparisons on any CPU
     settings.update(overrides)
     return NLIRecipe(**settings)
 
@@ -108,6 +108,29 @@ def test_padding_does_not_change_scores_whatever_the_tokenizer_padding_side(padd
         batched = label_scores(model, batch, label_ids, "first_token")
         one_by_one = torch.cat([label_scores(model, collate([f]), label_ids, "first_token") for f in features])
     assert torch.allclose(batched, one_by_one, atol=1e-5)
+
+
+@pytest.mark.parametrize("scoring", ["first_token", "sequence"])
+def test_label_scores_read_the_full_forwards_logits_at_the_answer_positions(scoring, tiny_gpt2_dir, tmp_path):
+    """Only the answer positions are projected to the vocabulary (logits_to_keep as position indices): the
+    scores equal those read from the full forward's logits at the same positions."""
+    recipe = tiny_recipe(tiny_gpt2_dir, tmp_path, lora_target_modules=["c_attn"])
+    tokenizer = load_tokenizer(recipe)
+    model = load_model(recipe).eval()
+    label_ids = label_token_ids(tokenizer, recipe.label_words, scoring)
+    dataset, _ = tokenize_rows(separable_rows(6, seed=3), tokenizer, 64, max(map(len, label_ids)))
+    batch = NLICollator(tokenizer.pad_token_id, label_ids, scoring)([dict(row) for row in dataset])
+    with torch.no_grad():
+        full = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}).logits.float()
+        scores = label_scores(model, batch, label_ids, scoring)
+    if scoring == "first_token":
+        expected = full[:, -1, [word[0] for word in label_ids]]
+    else:
+        longest = batch["label_mask"].shape[-1]
+        targets = batch["input_ids"][:, -longest:, None]
+        token_logprobs = full[:, -longest - 1:-1].log_softmax(-1).gather(-1, targets).squeeze(-1)
+        expected = (token_logprobs * batch["label_mask"]).sum(-1).view(-1, len(label_ids))
+    assert torch.allclose(scores, expected, atol=1e-5)
 
 
 def test_qlora_4bit_trains_a_few_steps(tiny_llama_dir, tmp_path):

@@ -84,14 +84,25 @@ def label_scores(model, batch: dict[str, torch.Tensor], label_ids: list[list[int
     if scoring == "classifier":  # a sequence-classification model: its head reads the last (real) token
         return model(**inputs).logits.float()
     if scoring == "first_token":
-        logits = model(**inputs, logits_to_keep=1).logits[:, -1, :]
+        logits = model(**inputs, logits_to_keep=last_positions(batch, 1)).logits[:, -1, :]
         return logits[:, [word[0] for word in label_ids]].float()
     longest = batch["label_mask"].shape[-1]
-    logits = model(**inputs, logits_to_keep=longest + 1).logits[:, :-1, :].float()
+    logits = model(**inputs, logits_to_keep=last_positions(batch, longest + 1)).logits[:, :-1, :].float()
     targets = batch["input_ids"][:, -longest:]
     token_logprobs = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     word_logprobs = (token_logprobs * batch["label_mask"]).sum(-1)
     return word_logprobs.view(-1, len(label_ids))
+
+
+def last_positions(batch: dict[str, torch.Tensor], count: int) -> torch.Tensor:
+    """The indices of the last `count` positions, for `logits_to_keep`.
+
+    An index tensor, not the integer `count`: transformers then gathers those hidden states into a
+    contiguous tensor, where an integer slices a strided view that torch's matmul multiplies with one copy
+    of the whole vocabulary matrix per row (28 ms a batch on CPU; about 8x that under bf16 autocast).
+    """
+    width = batch["input_ids"].shape[-1]
+    return torch.arange(width - count, width, device=batch["input_ids"].device)
 
 
 def label_word_loss(model, batch: dict[str, torch.Tensor], label_ids: list[list[int]],

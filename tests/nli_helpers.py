@@ -1,0 +1,12 @@
+"""Command lines that run the real phi2_snli recipe on a tiny local model and data, sized for a test."""
+
+from __future__ import annotations
+
+
+def tiny_nli_argv(model_dir, data_dir, output_dir, *extra) -> list[str]:
+    """The recipe as shipped (4-bit, LoRA on phi's modules, paged AdamW 8-bit) on every row of the tiny
+    data, with a learning rate that moves a tiny model, in fp32 (the same numbers on any CPU)."""
+    return ["--model_name_or_path", str(model_dir), "--dataset", str(data_dir), "--output_dir", str(output_dir),
+            "--train_stride", "1", "--train_size", "none", "--validation_stride", "1", "--validation_size", "none",
+            "--test_stride", "1", "--test_size", "none", "--learning_rate", "5e-3", "--num_train_epochs", "3",
+            "--precision", "fp32", "--logging_steps", "2", *extra]
