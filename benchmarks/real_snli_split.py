@@ -2,22 +2,25 @@
 folders for `--dataset`, no premise shared between them. Writes only to OUT; the rows are never committed.
 
     python benchmarks/real_snli_split.py ../shared/data/snli_1.0_dev_subset.jsonl /tmp/real
+    python benchmarks/real_snli_split.py ../shared/data/snli_1.0_dev_subset.jsonl /tmp/real-fold1 --fold 1
 
-Rows without a gold label ("-") are dropped; premises are shuffled with seed 0, then whole premises (with
-all their hypotheses) fill test (270 rows), then validation (100, or a row more to keep a premise whole),
-then train (the rest).
+Rows without a gold label ("-") are dropped; premises are shuffled with seed 0 and cut, whole premises with
+all their hypotheses, into blocks of 270 rows (the last block smaller). Fold K tests on block K, validates
+on the premises after it (100 rows, or a row more to keep a premise whole) and trains on the rest. The test
+rows of different folds never overlap: settings chosen by their test accuracy on one fold are confirmed on
+rows that played no part in choosing them.
 """
 
+import argparse
 import json
 import random
-import sys
 from pathlib import Path
 
 LABELS = ("entailment", "neutral", "contradiction")
-SIZES = {"test": 270, "validation": 100}
+TEST_ROWS, VALIDATION_ROWS = 270, 100
 
 
-def main(source: str, out: str) -> None:
+def main(source: str, out: str, fold: int = 0) -> None:
     rows = [json.loads(line) for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
     by_premise: dict[str, list[dict]] = {}
     for row in rows:
@@ -25,9 +28,19 @@ def main(source: str, out: str) -> None:
             by_premise.setdefault(row["sentence1"], []).append(row)
     premises = sorted(by_premise)
     random.Random(0).shuffle(premises)
-    parts: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
+    blocks: list[list[str]] = [[]]
     for premise in premises:
-        split = next((name for name, size in SIZES.items() if len(parts[name]) < size), "train")
+        if sum(len(by_premise[p]) for p in blocks[-1]) >= TEST_ROWS:
+            blocks.append([])
+        blocks[-1].append(premise)
+    if not 0 <= fold < len(blocks):
+        raise SystemExit(f"--fold must be from 0 to {len(blocks) - 1} for {source}")
+    parts: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
+    after_test = [p for block in blocks[fold + 1:] + blocks[:fold] for p in block]
+    for premise in blocks[fold]:
+        parts["test"] += by_premise[premise]
+    for premise in after_test:
+        split = "validation" if len(parts["validation"]) < VALIDATION_ROWS else "train"
         parts[split] += by_premise[premise]
     Path(out).mkdir(parents=True, exist_ok=True)
     for split, chosen in parts.items():
@@ -37,4 +50,9 @@ def main(source: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", help="SNLI 1.0 jsonl rows")
+    parser.add_argument("out", help="the folder to write train/validation/test.jsonl into")
+    parser.add_argument("--fold", type=int, default=0, help="which block of test rows (0 is the README's split)")
+    args = parser.parse_args()
+    main(args.source, args.out, args.fold)

@@ -7,6 +7,7 @@ import os
 import runpy
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,9 @@ AUTO_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_acc
 
 @pytest.fixture(scope="module")
 def recipe_args(tmp_path_factory):
-    return training_arguments(RECIPE, str(tmp_path_factory.mktemp("checkpoints")), on_cpu=True)
+    # fp32, as a DeepSpeed launch on a CPU resolves precision auto (ACCELERATE_USE_DEEPSPEED is not set here)
+    return training_arguments(replace(RECIPE, precision="fp32"), str(tmp_path_factory.mktemp("checkpoints")),
+                              on_cpu=True)
 
 
 def lookup(config: dict, dotted: str):

@@ -120,14 +120,16 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_phi_dir, snli_dir, tmp_
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("native_bf16, world_size, expected", [
-    (True, "1", torch.bfloat16),   # AVX512-BF16 or AMX: bf16 trains about 2x faster than fp32
-    (False, "1", torch.float32),   # emulated bf16 is slower than fp32
-    (True, "2", torch.float32),    # gloo and DeepSpeed's CPU path take fp32
+@pytest.mark.parametrize("native_bf16, world_size, deepspeed, expected", [
+    (True, "1", "false", torch.bfloat16),  # AVX512-BF16 or AMX: bf16 trains about 2x faster than fp32
+    (False, "1", "false", torch.float32),  # emulated bf16 is many times slower than fp32
+    (True, "2", "false", torch.float32),   # gloo takes fp32
+    (True, "1", "true", torch.float32),    # so does DeepSpeed on a CPU (zero3_offload.yaml runs one process)
 ])
-def test_auto_precision_on_a_cpu(native_bf16, world_size, expected, monkeypatch):
+def test_auto_precision_on_a_cpu(native_bf16, world_size, deepspeed, expected, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(tunelab.models, "cpu_computes_bf16", lambda: native_bf16)
     monkeypatch.setenv("WORLD_SIZE", world_size)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", deepspeed)
     assert compute_dtype("auto") == expected
     assert compute_dtype("fp32") == torch.float32 and compute_dtype("bf16") == torch.bfloat16

@@ -20,6 +20,7 @@ from transformers.pytorch_utils import Conv1D
 
 from tunelab.config import Recipe
 from tunelab.errors import TunelabError
+from tunelab.launch.deepspeed_check import launched_with_deepspeed
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 STORAGE_DTYPES = {"uint8": torch.uint8, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -56,11 +57,12 @@ def load_tokenizer(recipe: Recipe):
 
 def compute_dtype(precision: str) -> torch.dtype:
     """The dtype for weights and compute: bf16 where supported, fp16 on older GPUs; on a CPU, bf16 for one
-    process where the CPU computes it natively, else fp32."""
+    process without DeepSpeed where the CPU computes it natively, else fp32."""
     if precision == "auto":
         if torch.cuda.is_available():
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        single_process = int(os.environ.get("WORLD_SIZE", "1")) == 1  # gloo and DeepSpeed's CPU path take fp32
+        # gloo (two CPU processes) and DeepSpeed on a CPU take fp32
+        single_process = int(os.environ.get("WORLD_SIZE", "1")) == 1 and not launched_with_deepspeed()
         return torch.bfloat16 if single_process and cpu_computes_bf16() else torch.float32
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
 

@@ -58,6 +58,11 @@ def validate_deepspeed_json(path, training_args, *, hidden_size: int | None = No
     return resolved
 
 
+def launched_with_deepspeed(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether `accelerate launch` set this process up for DeepSpeed."""
+    return environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in ("1", "true", "yes")
+
+
 def launched_zero_stage(environ: Mapping[str, str] = os.environ) -> int | None:
     """The ZeRO stage `accelerate launch` set up for this process, or None when it runs without DeepSpeed.
 
@@ -66,7 +71,7 @@ def launched_zero_stage(environ: Mapping[str, str] = os.environ) -> int | None:
     `deepspeed_config_file` accelerate passes only the file's path (ACCELERATE_DEEPSPEED_CONFIG_FILE),
     not the stage; without one, the YAML's `zero_stage` (ACCELERATE_DEEPSPEED_ZERO_STAGE, default 2).
     """
-    if environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() not in ("1", "true", "yes"):
+    if not launched_with_deepspeed(environ):
         return None
     default = int(environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", 2))
     config_file = environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "none")
