@@ -16,18 +16,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import yaml
 
+from tunelab.config import parse_recipe
 from tunelab.nli.pipeline import NLIRun
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def embedded_recipe(dataset: str, output_dir: str):
+    """The embedded default, read as `--config recipes/embedded_snli.yaml` reads it, on `dataset`."""
     recipe = runpy.run_path(str(ROOT / "recipes" / "phi2_snli.py"))["RECIPE"]
-    settings = yaml.safe_load((ROOT / "recipes" / "embedded_snli.yaml").read_text(encoding="utf-8"))
-    settings.update(dataset=dataset, output_dir=output_dir, save_strategy="no", logging_steps=1000)
-    return replace(recipe, **settings)
+    return parse_recipe(recipe, ["--config", str(ROOT / "recipes" / "embedded_snli.yaml"), "--dataset", dataset,
+                                 "--output_dir", output_dir, "--save_strategy", "no", "--logging_steps", "1000"])
 
 
 def seconds_for_steps(recipe, steps: int) -> float:
