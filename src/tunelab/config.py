@@ -224,6 +224,8 @@ def _show(value: object) -> str:
         return ",".join(map(str, value))
     if value is None:
         return "none"
+    if isinstance(value, str) and "\n" in value:
+        return repr(value)  # one line in --help; in a YAML file write it as a block (|) or in double quotes
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 

@@ -1,5 +1,6 @@
 """Loading NLI data: schemas, no-gold rows, the SNLI subsetting rule, prompts and truncation."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 
 from tunelab.errors import TunelabError
 from tunelab.nli.config import NLIRecipe
-from tunelab.nli.data import format_prompt, load_nli_split, subset_rows, tokenize_rows
+from tunelab.nli.data import Prompt, load_nli_split, recipe_prompt, subset_rows, tokenize_rows
 from tunelab.rundir import read_jsonl
 
 
@@ -94,8 +95,34 @@ def test_unreachable_hub_dataset_is_one_line(monkeypatch):
 
 
 def test_prompt_format():
-    assert format_prompt("A dog runs.", "An animal moves.") == \
+    assert Prompt().format("A dog runs.", "An animal moves.") == \
         "Premise: A dog runs.\nHypothesis: An animal moves.\nRelationship:"
+    # one pass: braces inside a sentence are text, not placeholders
+    assert Prompt("{hypothesis} | {premise} ->").format("Say {hypothesis}.", "B.") == "B. | Say {hypothesis}. ->"
+
+
+def test_prompt_template_needs_both_placeholders_once():
+    with pytest.raises(TunelabError, match=r"prompt_template must hold \{hypothesis\} exactly once"):
+        NLIRecipe(prompt_template="Premise: {premise}\nAnswer:")
+
+
+def test_chat_template_wraps_the_prompt_as_a_user_turn(gpt2_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gpt2_tokenizer_dir)
+    recipe = NLIRecipe(model_name_or_path=str(gpt2_tokenizer_dir), use_chat_template=True,
+                       prompt_template="Does '{premise}' imply '{hypothesis}'?")
+    with pytest.raises(TunelabError, match="has no chat template: set --use_chat_template false"):
+        recipe_prompt(recipe, tokenizer)
+    tokenizer.chat_template = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    prompt = recipe_prompt(recipe, tokenizer)
+    assert prompt.format("A {x}.", "B.") == "<|user|>Does 'A {x}.' imply 'B.'?\n<|assistant|>"
+    assert recipe_prompt(dataclasses.replace(recipe, use_chat_template=False), tokenizer) == \
+        Prompt("Does '{premise}' imply '{hypothesis}'?")
+    dataset, _ = tokenize_rows([{"premise": "A.", "hypothesis": "B.", "label": "neutral"}], tokenizer, 64, 1,
+                               prompt=prompt)
+    assert tokenizer.decode(dataset[0]["input_ids"]) == prompt.format("A.", "B.")
 
 
 def test_long_premises_are_truncated_never_the_answer_position(gpt2_tokenizer_dir):

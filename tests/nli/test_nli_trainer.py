@@ -110,6 +110,32 @@ def test_padding_does_not_change_scores_whatever_the_tokenizer_padding_side(padd
     assert torch.allclose(batched, one_by_one, atol=1e-5)
 
 
+def test_label_smoothing_shapes_the_training_loss_only(tiny_gpt2_dir, tmp_path):
+    """With label_smoothing the training loss is cross-entropy against smoothed targets; evaluation reports the
+    plain cross-entropy, so evaluation losses of runs with and without smoothing compare."""
+    recipe = tiny_recipe(tiny_gpt2_dir, tmp_path, lora_target_modules=["c_attn"], label_smoothing=0.2)
+    tokenizer = load_tokenizer(recipe)
+    model = load_model(recipe)
+    label_ids = label_token_ids(tokenizer, recipe.label_words, "first_token")
+    dataset, _ = tokenize_rows(separable_rows(6, seed=3), tokenizer, 64, 1)
+    batch = NLICollator(tokenizer.pad_token_id, label_ids)([dict(row) for row in dataset])
+    trainer = NLITrainer(model=model, args=training_arguments(recipe, str(recipe.run_dir), on_cpu=True),
+                         label_ids=label_ids, scoring="first_token")
+    model.eval()  # no dropout in either pass: the two losses differ by the targets alone
+    with torch.no_grad():
+        scores = label_scores(model, batch, label_ids, "first_token")
+        eval_loss = trainer.compute_loss(model, batch)
+        model.train()
+        train_loss = trainer.compute_loss(model, batch)
+    smoothed = torch.full_like(scores, 0.2 / 3).scatter_add_(
+        1, batch["labels"][:, None], torch.full((len(scores), 1), 0.8))
+    assert torch.allclose(eval_loss, torch.nn.functional.cross_entropy(scores, batch["labels"]), atol=1e-6)
+    assert torch.allclose(train_loss, -(smoothed * scores.log_softmax(-1)).sum(-1).mean(), atol=1e-6)
+    assert not torch.allclose(train_loss, eval_loss)
+    with pytest.raises(TunelabError, match="label_smoothing must be in"):
+        tiny_recipe(tiny_gpt2_dir, tmp_path, label_smoothing=1.0)
+
+
 @pytest.mark.parametrize("scoring", ["first_token", "sequence"])
 def test_label_scores_read_the_full_forwards_logits_at_the_answer_positions(scoring, tiny_gpt2_dir, tmp_path):
     """Only the answer positions are projected to the vocabulary (logits_to_keep as position indices): the

@@ -19,7 +19,7 @@ from tunelab.config import load_recipe
 from tunelab.console import say
 from tunelab.models import compute_dtype, load_tokenizer
 from tunelab.nli.config import NLI_LABELS, NLIRecipe
-from tunelab.nli.data import format_prompt, load_nli_split, tokenize_rows
+from tunelab.nli.data import load_nli_split, recipe_prompt, tokenize_rows
 from tunelab.nli.trainer import NLICollator, answer_room, label_token_ids
 from tunelab.tiny_models import load_gpt2_tokenizer, published_config
 
@@ -98,12 +98,14 @@ def prepare_inputs(recipe: NLIRecipe, args: argparse.Namespace) -> Inputs:
     random.Random(recipe.seed).shuffle(train_rows)
     inputs = Inputs(tokenizer, label_ids, train_rows, eval_rows)
     reserve = answer_room(label_ids, recipe.label_scoring)
-    tokenized, _ = tokenize_rows(train_rows + eval_rows, tokenizer, recipe.max_length, reserve)
+    prompt = recipe_prompt(recipe, tokenizer)
+    tokenized, _ = tokenize_rows(train_rows + eval_rows, tokenizer, recipe.max_length, reserve, prompt=prompt)
     words = dict(zip(NLI_LABELS, recipe.label_words))
     for index, (row, example) in enumerate(zip(train_rows + eval_rows, tokenized)):
         inputs.prompt_ids[index] = example["input_ids"]
-        text = format_prompt(row["premise"], row["hypothesis"]) + " " + words[row["label"]]
-        inputs.text_ids[index] = tokenizer(text, truncation=True, max_length=recipe.max_length)["input_ids"]
+        text = prompt.format(row["premise"], row["hypothesis"]) + " " + words[row["label"]]
+        inputs.text_ids[index] = tokenizer(text, truncation=True, max_length=recipe.max_length,
+                                           add_special_tokens=prompt.add_special_tokens)["input_ids"]
     return inputs
 
 

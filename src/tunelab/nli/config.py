@@ -8,6 +8,7 @@ from tunelab.config import Recipe, failed
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 HEADS = ("label_words", "classifier")
+PROMPT_TEMPLATE = "Premise: {premise}\nHypothesis: {hypothesis}\nRelationship:"
 
 
 @dataclass
@@ -47,6 +48,12 @@ class NLIRecipe(Recipe):
     sample_seed: int = field(default=42, metadata={"group": "data", "help": "seed of the random rows (*_sample)"})
     label_words: list[str] = field(default_factory=lambda: list(NLI_LABELS), metadata={
         "group": "data", "help": f"the answer word for each of {', '.join(NLI_LABELS)}"})
+    prompt_template: str = field(default=PROMPT_TEMPLATE, metadata={
+        "group": "data", "help": "the text the model reads, with {premise} and {hypothesis} in it; the label word "
+                                 "follows its end"})
+    use_chat_template: bool = field(default=False, metadata={
+        "group": "data", "help": "wrap the prompt as a user turn in the model's chat template; the label word "
+                                 "then opens the assistant's answer"})
     label_scoring: str = field(default="first_token", metadata={
         "group": "data", "help": "score a label by its first token or its whole sequence: first_token or sequence"})
     head: str = field(default="label_words", metadata={
@@ -54,6 +61,9 @@ class NLIRecipe(Recipe):
                                   "classifier: a new 3-way linear head on the last token "
                                   "(AutoModelForSequenceClassification), trained in full beside LoRA and saved with "
                                   "the adapter; its baseline is the label words' zero-shot score"})
+    label_smoothing: float = field(default=0.0, metadata={
+        "group": "optimisation", "help": "training targets give this much probability mass, spread evenly, to every "
+                                         "label (0: one-hot); evaluation losses are never smoothed"})
     max_length: int = field(default=256, metadata={
         "group": "data", "help": "tokens per prompt; longer prompts are cut"})
     temperature_scaling: bool = field(default=False, metadata={
@@ -68,7 +78,11 @@ class NLIRecipe(Recipe):
             (len(set(self.label_words)) == len(self.label_words), "label_words must all differ"),
             (self.label_scoring in ("first_token", "sequence"),
              f"label_scoring must be 'first_token' or 'sequence', not {self.label_scoring!r}"),
+            *((self.prompt_template.count(f"{{{name}}}") == 1,
+               f"prompt_template must hold {{{name}}} exactly once, not {self.prompt_template!r}")
+              for name in ("premise", "hypothesis")),
             (self.head in HEADS, f"head must be one of {', '.join(HEADS)}, not {self.head!r}"),
+            (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), not {self.label_smoothing}"),
             (self.max_length >= 16, f"max_length must be at least 16, not {self.max_length}"),
             *(check for split in ("train", "validation", "test") for check in self.split_checks(split)),
             (0 <= self.validation_fraction < 1,

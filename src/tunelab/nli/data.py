@@ -21,23 +21,47 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import Dataset
 
 from tunelab.console import say
 from tunelab.errors import TunelabError
-from tunelab.nli.config import NLI_LABELS, NLIRecipe
+from tunelab.nli.config import NLI_LABELS, PROMPT_TEMPLATE, NLIRecipe
 from tunelab.rundir import atomic_write_json, atomic_write_text, read_jsonl
 
-PROMPT_TEMPLATE = "Premise: {premise}\nHypothesis: {hypothesis}\nRelationship:"
 NO_GOLD_LABELS = (-1, "-", "", None)
 COLUMN_ALIASES = {"premise": "sentence1", "hypothesis": "sentence2", "label": "gold_label"}
 
 
-def format_prompt(premise: str, hypothesis: str) -> str:
-    return PROMPT_TEMPLATE.format(premise=premise, hypothesis=hypothesis)
+PLACEHOLDER = re.compile(r"\{(premise|hypothesis)\}")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """How a row becomes the text the model reads (the label word follows its end)."""
+
+    template: str = PROMPT_TEMPLATE
+    add_special_tokens: bool = True  # False inside a chat template, which places its own special tokens
+
+    def format(self, premise: str, hypothesis: str) -> str:
+        # One pass, so a premise that happens to contain "{hypothesis}" stays as it is.
+        return PLACEHOLDER.sub(lambda match: {"premise": premise, "hypothesis": hypothesis}[match[1]], self.template)
+
+
+def recipe_prompt(recipe: NLIRecipe, tokenizer) -> Prompt:
+    """The recipe's prompt template, wrapped as a user turn in the model's chat template if it asks for that."""
+    if not recipe.use_chat_template:
+        return Prompt(recipe.prompt_template)
+    if not tokenizer.chat_template:
+        raise TunelabError(f"use_chat_template is on but {recipe.model_name_or_path}'s tokenizer has no chat template: "
+                           "set --use_chat_template false")
+    wrapped = tokenizer.apply_chat_template([{"role": "user", "content": recipe.prompt_template}], tokenize=False,
+                                            add_generation_prompt=True)
+    return Prompt(wrapped, add_special_tokens=False)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -277,7 +301,7 @@ def label_name(label: object, source: str = "data", index: int = 0) -> str:
 # ---------------------------------------------------------------------------- tokenisation
 
 def tokenize_rows(rows: list[dict], tokenizer, max_length: int, reserve: int,
-                  progress: str | None = None) -> tuple[Dataset, int]:
+                  progress: str | None = None, prompt: Prompt = Prompt()) -> tuple[Dataset, int]:
     """Prompt token ids and class index per row; premises are shortened to fit `max_length - reserve`.
 
     `reserve` keeps room for the label word, so truncation never removes the answer position.
@@ -289,20 +313,21 @@ def tokenize_rows(rows: list[dict], tokenizer, max_length: int, reserve: int,
     budget = max_length - reserve
     examples, truncated = [], 0
     for row in tqdm(rows, desc=progress, unit="rows", disable=progress is None):
-        ids, was_truncated = _prompt_ids(tokenizer, row["premise"], row["hypothesis"], budget)
+        ids, was_truncated = _prompt_ids(tokenizer, prompt, row["premise"], row["hypothesis"], budget)
         truncated += was_truncated
         examples.append({"input_ids": ids, "labels": NLI_LABELS.index(row["label"])})
     return Dataset.from_list(examples), truncated
 
 
-def _prompt_ids(tokenizer, premise: str, hypothesis: str, budget: int) -> tuple[list[int], bool]:
-    ids = tokenizer(format_prompt(premise, hypothesis))["input_ids"]
+def _prompt_ids(tokenizer, prompt: Prompt, premise: str, hypothesis: str, budget: int) -> tuple[list[int], bool]:
+    encode = lambda text: tokenizer(text, add_special_tokens=prompt.add_special_tokens)["input_ids"]  # noqa: E731
+    ids = encode(prompt.format(premise, hypothesis))
     if len(ids) <= budget:
         return ids, False
     premise_ids = tokenizer(premise, add_special_tokens=False)["input_ids"]
     while len(ids) > budget and premise_ids:
         premise_ids = premise_ids[: max(0, len(premise_ids) - (len(ids) - budget))]
-        ids = tokenizer(format_prompt(tokenizer.decode(premise_ids).strip() + " …", hypothesis))["input_ids"]
+        ids = encode(prompt.format(tokenizer.decode(premise_ids).strip() + " …", hypothesis))
     if len(ids) > budget:
         raise TunelabError(f"a hypothesis alone is longer than max_length ({budget} tokens for the prompt): "
                            "raise --max_length")

@@ -43,6 +43,7 @@ from tunelab.nli.data import (
     load_nli_split,
     load_run_rows,
     planned_train_rows,
+    recipe_prompt,
     tokenize_rows,
     warn_about_small_data,
 )
@@ -183,6 +184,7 @@ class NLIRun(PipelineRun):
         with self.watch.phase("load"):
             self.tokenizer = load_tokenizer(self.recipe)
         self.label_ids = label_token_ids(self.tokenizer, self.recipe.label_words, self.recipe.label_scoring)
+        self.prompt = recipe_prompt(self.recipe, self.tokenizer)
 
     def load_model(self) -> None:
         # The arguments come first: under DeepSpeed ZeRO-3 they make from_pretrained shard the weights.
@@ -240,7 +242,7 @@ class NLIRun(PipelineRun):
             reserve = answer_room(self.label_ids, self.recipe.label_scoring)
             progress = f"Tokenizing {split}" if self.state.is_main_process else None
             self._tokenized[split], truncated = tokenize_rows(rows, self.tokenizer, self.recipe.max_length, reserve,
-                                                              progress=progress)
+                                                              progress=progress, prompt=self.prompt)
             if truncated:
                 say(f"{split}: {truncated} of {len(rows)} premises truncated to fit max_length={self.recipe.max_length}")
         return self._tokenized[split]

@@ -30,9 +30,9 @@ from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import has_length
 
-from tunelab.config import Recipe
 from tunelab.errors import TunelabError
 from tunelab.launch.fsdp import FSDPOnCPU
+from tunelab.nli.config import NLIRecipe
 from tunelab.training import ResumableLengthGrouping, training_kwargs
 
 
@@ -106,10 +106,10 @@ def last_positions(batch: dict[str, torch.Tensor], count: int) -> torch.Tensor:
 
 
 def label_word_loss(model, batch: dict[str, torch.Tensor], label_ids: list[list[int]],
-                    scoring: str) -> tuple[torch.Tensor, torch.Tensor]:
+                    scoring: str, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(cross-entropy over the label scores, the scores): the NLI training loss."""
     scores = label_scores(model, batch, label_ids, scoring)
-    return F.cross_entropy(scores, batch["labels"]), scores
+    return F.cross_entropy(scores, batch["labels"], label_smoothing=label_smoothing), scores
 
 
 def answer_room(label_ids: list[list[int]], scoring: str) -> int:
@@ -129,7 +129,9 @@ class NLITrainer(FSDPOnCPU, ResumableLengthGrouping, Trainer):
         self.scoring = scoring
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, scores = label_word_loss(model, inputs, self.label_ids, self.scoring)
+        # Smoothing shapes training only: evaluation losses stay the plain cross-entropy, comparable across runs.
+        smoothing = self.args.label_smoothing_factor if model.training else 0.0
+        loss, scores = label_word_loss(model, inputs, self.label_ids, self.scoring, smoothing)
         return (loss, scores) if return_outputs else loss
 
     def _get_eval_sampler(self, eval_dataset):
@@ -154,10 +156,11 @@ def accuracy_metric(eval_prediction) -> dict[str, float]:
     return {"accuracy": float((scores.argmax(-1) == labels).mean())}
 
 
-def training_arguments(recipe: Recipe, output_dir: str, on_cpu: bool) -> TrainingArguments:
+def training_arguments(recipe: NLIRecipe, output_dir: str, on_cpu: bool) -> TrainingArguments:
     """The recipe's optimisation settings as TrainingArguments; checkpoints and eval follow save_strategy."""
     return TrainingArguments(
         **training_kwargs(recipe, output_dir, on_cpu),
+        label_smoothing_factor=recipe.label_smoothing,
         eval_strategy=recipe.save_strategy,
         include_num_input_tokens_seen="non_padding",  # real tokens (attention-mask ones) for tunelab.monitoring
         remove_unused_columns=False,
