@@ -18,6 +18,7 @@ from pathlib import Path
 
 LABELS = ("entailment", "neutral", "contradiction")
 TEST_ROWS, VALIDATION_ROWS = 270, 100
+KEPT_COLUMNS = ("sentence1", "sentence2", "gold_label", "annotator_labels")  # annotator_labels: --annotator_labels
 
 
 def main(source: str, out: str, fold: int = 0) -> None:
@@ -44,7 +45,7 @@ def main(source: str, out: str, fold: int = 0) -> None:
         parts[split] += by_premise[premise]
     Path(out).mkdir(parents=True, exist_ok=True)
     for split, chosen in parts.items():
-        lines = [json.dumps({key: row[key] for key in ("sentence1", "sentence2", "gold_label")}) for row in chosen]
+        lines = [json.dumps({key: row[key] for key in KEPT_COLUMNS}) for row in chosen]
         (Path(out) / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
         print(f"{split}: {len(chosen)} rows")
 

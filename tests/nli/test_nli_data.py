@@ -8,7 +8,14 @@ import pytest
 
 from tunelab.errors import TunelabError
 from tunelab.nli.config import NLIRecipe
-from tunelab.nli.data import Prompt, load_nli_split, recipe_prompt, subset_rows, tokenize_rows
+from tunelab.nli.data import (
+    Prompt,
+    annotator_distribution,
+    load_nli_split,
+    recipe_prompt,
+    subset_rows,
+    tokenize_rows,
+)
 from tunelab.rundir import read_jsonl
 
 
@@ -137,3 +144,18 @@ def test_long_premises_are_truncated_never_the_answer_position(gpt2_tokenizer_di
     assert len(long_ids) <= 63
     assert tokenizer.decode(long_ids).endswith("Hypothesis: A short claim.\nRelationship:")
     assert dataset["labels"] == [1, 0]
+
+
+def test_annotator_labels_become_the_training_distribution(tmp_path, gpt2_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    rows = [{"sentence1": "A.", "sentence2": "B.", "gold_label": "neutral",
+             "annotator_labels": ["neutral", "entailment", "neutral", "neutral", "contradiction"]},
+            {"sentence1": "C.", "sentence2": "D.", "gold_label": "contradiction"}]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    loaded = load_nli_split(NLIRecipe(dataset=str(tmp_path)), "train")
+    assert [annotator_distribution(row) for row in loaded] == [[0.2, 0.6, 0.2], [0.0, 0.0, 1.0]]
+    tokenizer = AutoTokenizer.from_pretrained(gpt2_tokenizer_dir)
+    soft, _ = tokenize_rows(loaded, tokenizer, 64, 1, annotator_labels=True)
+    assert soft["label_distribution"] == [[0.2, 0.6, 0.2], [0.0, 0.0, 1.0]] and soft["labels"] == [1, 2]
+    assert "label_distribution" not in tokenize_rows(loaded, tokenizer, 64, 1)[0].column_names

@@ -136,6 +136,26 @@ def test_label_smoothing_shapes_the_training_loss_only(tiny_gpt2_dir, tmp_path):
         tiny_recipe(tiny_gpt2_dir, tmp_path, label_smoothing=1.0)
 
 
+def test_annotator_distributions_are_the_training_targets_not_the_evaluation_ones(tiny_gpt2_dir, tmp_path):
+    recipe = tiny_recipe(tiny_gpt2_dir, tmp_path, lora_target_modules=["c_attn"], annotator_labels=True)
+    tokenizer = load_tokenizer(recipe)
+    model = load_model(recipe).eval()
+    label_ids = label_token_ids(tokenizer, recipe.label_words, "first_token")
+    rows = [{**row, "annotator_labels": ["neutral", row["label"], row["label"]]} for row in separable_rows(6, seed=3)]
+    dataset, _ = tokenize_rows(rows, tokenizer, 64, 1, annotator_labels=True)
+    batch = NLICollator(tokenizer.pad_token_id, label_ids)([dict(row) for row in dataset])
+    trainer = NLITrainer(model=model, args=training_arguments(recipe, str(recipe.run_dir), on_cpu=True),
+                         label_ids=label_ids, scoring="first_token")
+    with torch.no_grad():
+        logprobs = label_scores(model, batch, label_ids, "first_token").log_softmax(-1)
+        eval_loss = trainer.compute_loss(model, batch)
+        model.train()
+        train_loss = trainer.compute_loss(model, batch)
+    assert torch.allclose(eval_loss, -logprobs.gather(1, batch["labels"][:, None]).mean(), atol=1e-6)
+    assert torch.allclose(train_loss, -(batch["label_distribution"] * logprobs).sum(-1).mean(), atol=1e-6)
+    assert not torch.allclose(train_loss, eval_loss)
+
+
 @pytest.mark.parametrize("scoring", ["first_token", "sequence"])
 def test_label_scores_read_the_full_forwards_logits_at_the_answer_positions(scoring, tiny_gpt2_dir, tmp_path):
     """Only the answer positions are projected to the vocabulary (logits_to_keep as position indices): the

@@ -61,6 +61,10 @@ class NLIRecipe(Recipe):
                                   "classifier: a new 3-way linear head on the last token "
                                   "(AutoModelForSequenceClassification), trained in full beside LoRA and saved with "
                                   "the adapter; its baseline is the label words' zero-shot score"})
+    annotator_labels: bool = field(default=False, metadata={
+        "group": "optimisation", "help": "train towards the share of annotators who chose each label, for rows that "
+                                         "carry SNLI/MultiNLI's annotator_labels (others: their gold label); "
+                                         "evaluation always scores the gold label"})
     label_smoothing: float = field(default=0.0, metadata={
         "group": "optimisation", "help": "training targets give this much probability mass, spread evenly, to every "
                                          "label (0: one-hot); evaluation losses are never smoothed"})

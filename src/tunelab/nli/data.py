@@ -300,13 +300,14 @@ def label_name(label: object, source: str = "data", index: int = 0) -> str:
 
 # ---------------------------------------------------------------------------- tokenisation
 
-def tokenize_rows(rows: list[dict], tokenizer, max_length: int, reserve: int,
-                  progress: str | None = None, prompt: Prompt = Prompt()) -> tuple[Dataset, int]:
+def tokenize_rows(rows: list[dict], tokenizer, max_length: int, reserve: int, progress: str | None = None,
+                  prompt: Prompt = Prompt(), annotator_labels: bool = False) -> tuple[Dataset, int]:
     """Prompt token ids and class index per row; premises are shortened to fit `max_length - reserve`.
 
     `reserve` keeps room for the label word, so truncation never removes the answer position.
-    `progress` is the progress bar's label (None: no bar). Returns the dataset and how many premises
-    had to be truncated.
+    `progress` is the progress bar's label (None: no bar). With `annotator_labels` each example also
+    holds `label_distribution`, the training target (`annotator_distribution`). Returns the dataset and
+    how many premises had to be truncated.
     """
     from tqdm.auto import tqdm
 
@@ -315,8 +316,18 @@ def tokenize_rows(rows: list[dict], tokenizer, max_length: int, reserve: int,
     for row in tqdm(rows, desc=progress, unit="rows", disable=progress is None):
         ids, was_truncated = _prompt_ids(tokenizer, prompt, row["premise"], row["hypothesis"], budget)
         truncated += was_truncated
-        examples.append({"input_ids": ids, "labels": NLI_LABELS.index(row["label"])})
+        examples.append({"input_ids": ids, "labels": NLI_LABELS.index(row["label"])}
+                        | ({"label_distribution": annotator_distribution(row)} if annotator_labels else {}))
     return Dataset.from_list(examples), truncated
+
+
+def annotator_distribution(row: dict) -> list[float]:
+    """The share of the row's annotators who chose each label (SNLI and MultiNLI keep every annotator's label in
+    `annotator_labels`); one-hot on the gold label when the row has none."""
+    votes = [label for label in row.get("annotator_labels") or [] if label in NLI_LABELS]
+    if not votes:
+        return [float(label == row["label"]) for label in NLI_LABELS]
+    return [votes.count(label) / len(votes) for label in NLI_LABELS]
 
 
 def _prompt_ids(tokenizer, prompt: Prompt, premise: str, hypothesis: str, budget: int) -> tuple[list[int], bool]:

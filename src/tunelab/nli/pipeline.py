@@ -241,8 +241,10 @@ class NLIRun(PipelineRun):
             rows = self.rows[split]
             reserve = answer_room(self.label_ids, self.recipe.label_scoring)
             progress = f"Tokenizing {split}" if self.state.is_main_process else None
+            soft = self.recipe.annotator_labels and split == self.recipe.train_split
             self._tokenized[split], truncated = tokenize_rows(rows, self.tokenizer, self.recipe.max_length, reserve,
-                                                              progress=progress, prompt=self.prompt)
+                                                              progress=progress, prompt=self.prompt,
+                                                              annotator_labels=soft)
             if truncated:
                 say(f"{split}: {truncated} of {len(rows)} premises truncated to fit max_length={self.recipe.max_length}")
         return self._tokenized[split]

@@ -70,6 +70,8 @@ class NLICollator:
             "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
             "labels": torch.tensor([f["labels"] for f in features]),
         }
+        if "label_distribution" in features[0]:
+            batch["label_distribution"] = torch.tensor([f["label_distribution"] for f in features])
         if self.scoring == "sequence":
             longest = max(len(word) for word in self.label_ids)
             batch["label_mask"] = torch.tensor(
@@ -105,11 +107,13 @@ def last_positions(batch: dict[str, torch.Tensor], count: int) -> torch.Tensor:
     return torch.arange(width - count, width, device=batch["input_ids"].device)
 
 
-def label_word_loss(model, batch: dict[str, torch.Tensor], label_ids: list[list[int]],
-                    scoring: str, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cross-entropy over the label scores, the scores): the NLI training loss."""
+def label_word_loss(model, batch: dict[str, torch.Tensor], label_ids: list[list[int]], scoring: str,
+                    label_smoothing: float = 0.0, soft_targets: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cross-entropy over the label scores, the scores): the NLI training loss; against the annotators' label
+    distribution instead of the gold label with `soft_targets` (where the batch has one)."""
     scores = label_scores(model, batch, label_ids, scoring)
-    return F.cross_entropy(scores, batch["labels"], label_smoothing=label_smoothing), scores
+    targets = batch["label_distribution"] if soft_targets and "label_distribution" in batch else batch["labels"]
+    return F.cross_entropy(scores, targets, label_smoothing=label_smoothing), scores
 
 
 def answer_room(label_ids: list[list[int]], scoring: str) -> int:
@@ -129,9 +133,11 @@ class NLITrainer(FSDPOnCPU, ResumableLengthGrouping, Trainer):
         self.scoring = scoring
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        # Smoothing shapes training only: evaluation losses stay the plain cross-entropy, comparable across runs.
+        # Smoothed or annotator targets shape training only: evaluation losses stay the plain cross-entropy
+        # against the gold label, comparable across runs.
         smoothing = self.args.label_smoothing_factor if model.training else 0.0
-        loss, scores = label_word_loss(model, inputs, self.label_ids, self.scoring, smoothing)
+        loss, scores = label_word_loss(model, inputs, self.label_ids, self.scoring, smoothing,
+                                       soft_targets=model.training)
         return (loss, scores) if return_outputs else loss
 
     def _get_eval_sampler(self, eval_dataset):
