@@ -296,6 +296,35 @@ def test_sigterm_outside_training_unlocks_and_says_so(tiny_phi_dir, snli_dir, tm
     assert not (tmp_path / "phi2_snli" / LOCK_FILE).exists()
 
 
+HALF_BUILT_BY_A_SIGNAL = """
+import os, signal
+from tunelab.errors import exit_on_error
+from tunelab.interrupts import interruptible
+
+class ProgressBar:  # like tqdm: its destructor needs what the rest of __init__ would have set
+    def __init__(self):
+        os.kill(os.getpid(), signal.SIG{signal})
+        self.position = 0
+
+    def __del__(self):
+        abs(self.position)
+
+with exit_on_error(), interruptible():
+    ProgressBar()
+"""
+
+
+@pytest.mark.parametrize("name, exit_code, message", [("TERM", INTERRUPTED_EXIT_CODE, "Interrupted by SIGTERM outside training"),
+                                                     ("INT", 130, "tunelab: interrupted")])
+def test_an_object_the_signal_left_half_built_fails_on_one_line_not_a_traceback(name, exit_code, message):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, "-c", HALF_BUILT_BY_A_SIGNAL.replace("{signal}", name)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == exit_code, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert "ignored after the interrupt: AttributeError in ProgressBar.__del__" in done.stderr
+
+
 def test_small_or_one_sided_training_data_is_warned_about(snli_dir, tmp_path, capsys):
     recipe = NLIRecipe(dataset=str(snli_dir), train_stride=550, train_size=1000)
     rows = load_nli_splits(recipe, ["train", "validation", "test"])

@@ -50,6 +50,7 @@ def exit_on_error(debug: bool = False):
             print(f"tunelab: error: {redact(str(error))}", file=sys.stderr, flush=True)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
+        sys.unraisablehook = one_line_unraisable
         print("tunelab: interrupted", file=sys.stderr, flush=True)
         sys.exit(130)
     except Exception as error:  # anything else still ends on one line; --debug shows where it came from
@@ -58,6 +59,14 @@ def exit_on_error(debug: bool = False):
         print(f"tunelab: error: {describe(error)} (run again with --debug for the traceback)", file=sys.stderr,
               flush=True)
         sys.exit(2)
+
+
+def one_line_unraisable(unraisable) -> None:
+    """After an interrupt: an error Python could not raise (the `__del__` of an object the interrupt left
+    half-built, such as a progress bar) on one line, without a traceback."""
+    where = getattr(unraisable.object, "__qualname__", type(unraisable.object).__name__)
+    print(f"tunelab: ignored after the interrupt: {unraisable.exc_type.__name__} in {where}: "
+          f"{unraisable.exc_value}", file=sys.stderr, flush=True)
 
 
 def describe(error: BaseException) -> str:

@@ -9,18 +9,22 @@ A second Ctrl-C aborts at once.
 Outside training (loading, evaluation, the report), `interruptible` turns SIGTERM and SIGUSR1
 into TrainingInterrupted, as Ctrl-C already is a KeyboardInterrupt: the run directory is
 unlocked, the finished stages are kept and the command ends on one line with status 3.
+An exception raised at an arbitrary point can leave an object half-built (a progress bar whose
+`__init__` was cut short); its destructor then fails, and after an interrupt that is reported on one
+line, not as a traceback (tunelab.errors.one_line_unraisable).
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
-from tunelab.errors import TrainingInterrupted
+from tunelab.errors import TrainingInterrupted, one_line_unraisable
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
@@ -62,6 +66,7 @@ class StopOnSignal(TrainerCallback):
 def interruptible():
     """SIGTERM and SIGUSR1 raise TrainingInterrupted while inside (StopOnSignal takes over during training)."""
     def interrupt(signum, frame):
+        sys.unraisablehook = one_line_unraisable
         raise TrainingInterrupted(f"Interrupted by {signal.Signals(signum).name} outside training: the finished "
                                   "stages and checkpoints are kept; run the same command again to continue")
 
