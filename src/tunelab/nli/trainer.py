@@ -108,11 +108,11 @@ def last_positions(batch: dict[str, torch.Tensor], count: int) -> torch.Tensor:
 
 
 def label_word_loss(model, batch: dict[str, torch.Tensor], label_ids: list[list[int]], scoring: str,
-                    label_smoothing: float = 0.0, soft_targets: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cross-entropy over the label scores, the scores): the NLI training loss; against the annotators' label
-    distribution instead of the gold label with `soft_targets` (where the batch has one)."""
+                    targets: torch.Tensor | None = None, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cross-entropy over the label scores, the scores): the NLI loss against `targets`, label indices or
+    (batch, num_labels) label distributions; the batch's gold labels by default."""
     scores = label_scores(model, batch, label_ids, scoring)
-    targets = batch["label_distribution"] if soft_targets and "label_distribution" in batch else batch["labels"]
+    targets = batch["labels"] if targets is None else targets
     return F.cross_entropy(scores, targets, label_smoothing=label_smoothing), scores
 
 
@@ -135,9 +135,11 @@ class NLITrainer(FSDPOnCPU, ResumableLengthGrouping, Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # Smoothed or annotator targets shape training only: evaluation losses stay the plain cross-entropy
         # against the gold label, comparable across runs.
-        smoothing = self.args.label_smoothing_factor if model.training else 0.0
-        loss, scores = label_word_loss(model, inputs, self.label_ids, self.scoring, smoothing,
-                                       soft_targets=model.training)
+        if model.training:
+            targets, smoothing = inputs.get("label_distribution", inputs["labels"]), self.args.label_smoothing_factor
+        else:
+            targets, smoothing = inputs["labels"], 0.0
+        loss, scores = label_word_loss(model, inputs, self.label_ids, self.scoring, targets, smoothing)
         return (loss, scores) if return_outputs else loss
 
     def _get_eval_sampler(self, eval_dataset):
