@@ -120,15 +120,45 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tiny_phi_dir, snli_dir, tmp_
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("instructions, fp32, bf16, expected, said", [
+    (False, None, None, False, None),              # emulated bf16: not even measured
+    (True, 0.0188, 0.0305, False, "fp32 (on this CPU a training-sized matmul step takes 1.62x"),  # this Intel Xeon
+    (True, 0.030, 0.017, True, "bf16 (on this CPU a training-sized matmul step takes 0.57x"),
+    (True, 0.030, 0.028, False, "fp32"),           # a tie keeps fp32's precision
+])
+def test_auto_precision_measures_bf16_against_fp32_on_a_cpu_with_bf16_instructions(
+        instructions, fp32, bf16, expected, said, monkeypatch, capsys):
+    def timed(dtype):
+        assert instructions, "measured on a CPU that emulates bf16"
+        return {torch.float32: fp32, torch.bfloat16: bf16}[dtype]
+
+    monkeypatch.setattr(tunelab.models, "cpu_has_bf16_instructions", lambda: instructions)
+    monkeypatch.setattr(tunelab.models, "training_matmul_seconds", timed)
+    tunelab.models.cpu_trains_faster_in_bf16.cache_clear()
+    try:
+        assert tunelab.models.cpu_trains_faster_in_bf16() is expected
+        assert tunelab.models.cpu_trains_faster_in_bf16() is expected  # measured once: said once
+    finally:
+        tunelab.models.cpu_trains_faster_in_bf16.cache_clear()
+    out = capsys.readouterr().out
+    assert out.count("precision auto:") == (0 if said is None else 1)
+    assert said is None or f"precision auto: {said}" in out
+
+
+def test_the_bf16_probe_times_a_real_training_pass():
+    seconds = [tunelab.models.training_matmul_seconds(dtype, repeats=2) for dtype in (torch.float32, torch.bfloat16)]
+    assert all(0 < s < 10 for s in seconds)
+
+
 @pytest.mark.parametrize("native_bf16, world_size, deepspeed, expected", [
-    (True, "1", "false", torch.bfloat16),  # AVX512-BF16 or AMX: bf16 trains about 2x faster than fp32
-    (False, "1", "false", torch.float32),  # emulated bf16 is many times slower than fp32
+    (True, "1", "false", torch.bfloat16),  # bf16 measured faster than fp32 on this CPU
+    (False, "1", "false", torch.float32),  # emulated, or measured no faster
     (True, "2", "false", torch.float32),   # gloo takes fp32
     (True, "1", "true", torch.float32),    # so does DeepSpeed on a CPU (zero3_offload.yaml runs one process)
 ])
 def test_auto_precision_on_a_cpu(native_bf16, world_size, deepspeed, expected, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(tunelab.models, "cpu_computes_bf16", lambda: native_bf16)
+    monkeypatch.setattr(tunelab.models, "cpu_trains_faster_in_bf16", lambda: native_bf16)
     monkeypatch.setenv("WORLD_SIZE", world_size)
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", deepspeed)
     assert compute_dtype("auto") == expected
