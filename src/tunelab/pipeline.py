@@ -131,6 +131,10 @@ def train(run: PipelineRun) -> None:
             run.trainer.train(resume_from_checkpoint=checkpoint)
             if run.stop_on_signal.stopped_at_step is not None:
                 stop_after_signal(run)
+            if run.trainer.args.load_best_model_at_end:
+                say(f"Best checkpoint by validation {run.trainer.args.metric_for_best_model} "
+                    f"({run.trainer.state.best_metric:.4f}): {run.trainer.state.best_model_checkpoint}; "
+                    "the adapter and its evaluation come from it")
             run.save_adapter()
         except Exception as error:  # torch and safetensors report a full disk in their own error types
             explain_write_failure(error, run.dir / "checkpoints", run.checkpoint_bytes())

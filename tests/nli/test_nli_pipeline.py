@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from nli_helpers import tiny_nli_argv
@@ -127,6 +129,31 @@ def test_errors_are_one_line_without_traceback(args, message, snli_dir, tmp_path
     assert f"tunelab: error: {message}" in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("tunelab: error")]
     assert len(error_lines) == 1
+
+
+@pytest.mark.parametrize("metric", ["loss", "accuracy"])
+def test_metric_for_best_model_trains_on_then_keeps_the_best_checkpoint(metric, tiny_phi_dir, snli_dir, tmp_path,
+                                                                        capsys):
+    argv = tiny_nli_argv(tiny_phi_dir, snli_dir, tmp_path, "--load_in_4bit", "false", "--metric_for_best_model",
+                         metric)
+    run_dir = main(parse_recipe(RECIPE, argv))
+    history = [entry for entry in json.loads((run_dir / "train_log.json").read_text()) if f"eval_{metric}" in entry]
+    pick = min if metric == "loss" else max
+    best = next(entry for entry in history if entry[f"eval_{metric}"] == pick(e[f"eval_{metric}"] for e in history))
+    best_dir = run_dir / "checkpoints" / f"checkpoint-{best['step']}"
+    assert f"Best checkpoint by validation {metric} ({best[f'eval_{metric}']:.4f}): {best_dir}" in capsys.readouterr().out
+    saved = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    at_best = load_file(str(best_dir / "adapter_model.safetensors"))
+    assert saved.keys() == at_best.keys() and all(torch.equal(saved[k], at_best[k]) for k in saved)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--metric_for_best_model", "f1"], "metric_for_best_model must be loss or accuracy, not 'f1'"),
+    (["--metric_for_best_model", "loss", "--save_strategy", "no"], "set --save_strategy epoch (or steps)"),
+])
+def test_metric_for_best_model_settings_are_checked(args, message):
+    with pytest.raises(TunelabError, match=re.escape(message)):
+        parse_recipe(RECIPE, args)
 
 
 def test_stages_run_separately(tiny_phi_dir, snli_dir, tmp_path):

@@ -68,6 +68,10 @@ class NLIRecipe(Recipe):
     label_smoothing: float = field(default=0.0, metadata={
         "group": "optimisation", "help": "training targets give this much probability mass, spread evenly, to every "
                                          "label (0: one-hot); evaluation losses are never smoothed"})
+    metric_for_best_model: str | None = field(default=None, metadata={
+        "group": "optimisation", "help": "adapter and evaluation from the checkpoint with the best validation loss "
+                                         "or accuracy ('loss' or 'accuracy'), not the last; needs save_strategy "
+                                         "epoch or steps"})
     max_length: int = field(default=256, metadata={
         "group": "data", "help": "tokens per prompt; longer prompts are cut"})
     temperature_scaling: bool = field(default=False, metadata={
@@ -87,6 +91,10 @@ class NLIRecipe(Recipe):
               for name in ("premise", "hypothesis")),
             (self.head in HEADS, f"head must be one of {', '.join(HEADS)}, not {self.head!r}"),
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), not {self.label_smoothing}"),
+            (self.metric_for_best_model in (None, "loss", "accuracy"),
+             f"metric_for_best_model must be loss or accuracy, not {self.metric_for_best_model!r}"),
+            (self.metric_for_best_model is None or self.save_strategy != "no",
+             "metric_for_best_model picks among saved checkpoints: set --save_strategy epoch (or steps)"),
             (self.max_length >= 16, f"max_length must be at least 16, not {self.max_length}"),
             *(check for split in ("train", "validation", "test") for check in self.split_checks(split)),
             (0 <= self.validation_fraction < 1,

@@ -170,6 +170,8 @@ def training_arguments(recipe: NLIRecipe, output_dir: str, on_cpu: bool) -> Trai
         **training_kwargs(recipe, output_dir, on_cpu),
         label_smoothing_factor=recipe.label_smoothing,
         eval_strategy=recipe.save_strategy,
+        load_best_model_at_end=recipe.metric_for_best_model is not None,
+        metric_for_best_model=recipe.metric_for_best_model,
         include_num_input_tokens_seen="non_padding",  # real tokens (attention-mask ones) for tunelab.monitoring
         remove_unused_columns=False,
         label_names=["labels"],
