@@ -80,7 +80,7 @@ def test_saved_config_leaves_out_run_control():
 
 def test_help_lists_every_setting_by_group_with_the_recipes_values(capsys):
     with pytest.raises(SystemExit) as exit_:
-        parse_recipe(DEFAULTS, ["--lora_r", "8", "--help"])
+        parse_recipe(DEFAULTS, ["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     for f in dataclasses.fields(NLIRecipe):
@@ -96,6 +96,18 @@ def test_help_lists_every_setting_by_group_with_the_recipes_values(capsys):
     assert out.index("--learning_rate") > out.index("optimisation:") > out.index("--max_length")
 
 
+def test_help_shows_the_values_of_the_config_file_and_command_line(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("learning_rate: 1.0e-3\nlora_r: 8\n")
+    with pytest.raises(SystemExit):
+        parse_recipe(DEFAULTS, ["--config", str(config), "--lora_r", "4", "--help"])
+    out = capsys.readouterr().out
+    assert "  --learning_rate float (default: 0.001)" in out and "  --lora_r int (default: 4)" in out
+    with pytest.raises(SystemExit):  # a command line that does not parse: the recipe's values
+        parse_recipe(DEFAULTS, ["--lora_r", "many", "--help"])
+    assert "  --lora_r int (default: 32)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("command", [
     ["python", "recipes/phi2_snli.py", "--help"],
     ["tunelab", "run", "recipes/phi2_snli.py", "--help"],
@@ -108,7 +120,8 @@ def test_help_of_every_entry_point(command):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith(f"usage: {command[-2]} [--config FILE.yaml]")
     assert "  --model_name_or_path str (default: microsoft/phi-2)" in result.stdout
-    assert "\nrun:\n" in result.stdout and "--dry_run bool (default: false)" in result.stdout
+    plan = command[1] == "plan"  # tunelab plan is a dry run, and --help shows this command line's values
+    assert "\nrun:\n" in result.stdout and f"--dry_run bool (default: {str(plan).lower()})" in result.stdout
     chat = command[-2].endswith("oasst1.py")
     assert ("--eval_prompts list[str]" in result.stdout) == chat and ("--label_words" in result.stdout) != chat
 

@@ -71,8 +71,8 @@ class Recipe:
         "group": "model", "help": "load .bin (pickle) weights; only for checkpoints you trust"})
     precision: str = field(default="auto", metadata={
         "group": "model", "help": f"compute precision: {', '.join(PRECISIONS)} (auto: bf16 on GPUs that have it, else fp16; "
-                                  "on a CPU, bf16 for one process where the CPU computes it natively (AVX512-BF16 or "
-                                  "AMX), else fp32)"})
+                                  "on a CPU, bf16 for one process where it measures faster than fp32, which needs "
+                                  "AVX512-BF16 or AMX; else fp32)"})
     gradient_checkpointing: bool = field(default=False, metadata={
         "group": "model", "help": "recompute activations in the backward pass: less memory, slower steps"})
 
@@ -176,11 +176,16 @@ class SettingsError(TunelabError):
 def parse_recipe(defaults: Recipe, argv: list[str]) -> Recipe:
     """Apply `--config FILE.yaml` (if given) and then `--field value` overrides to `defaults`.
 
-    `--help` prints every setting and exits. Every problem found (unknown or mistyped keys,
-    out-of-range values) is reported at once, in one SettingsError.
+    `--help` prints every setting with the value the rest of the command line gives it (the recipe's
+    where that does not parse) and exits. Every problem found (unknown or mistyped keys, out-of-range
+    values) is reported at once, in one SettingsError.
     """
     if "--help" in argv or "-h" in argv:
-        print(settings_help(defaults))
+        try:
+            shown = parse_recipe(defaults, [arg for arg in argv if arg not in ("--help", "-h")])
+        except SettingsError:
+            shown = defaults
+        print(settings_help(shown))
         raise SystemExit(0)
     problems: list[str] = []
     config_file, overrides = _split_argv(argv, problems)
@@ -207,8 +212,8 @@ GROUPS = ("model", "LoRA", "data", "optimisation", "run")
 def settings_help(recipe: Recipe) -> str:
     """Every setting of `recipe` by group: `--name TYPE (default: the recipe's value)` and its help."""
     lines = [f"usage: {sys.argv[0]} [--config FILE.yaml] [--SETTING VALUE ...] [--help]\n\n"
-             f"Settings of {recipe.run_name} ({type(recipe).__name__}), with this recipe's values as defaults. "
-             "A --config YAML file (setting: value) applies first, then the command line."]
+             f"Settings of {recipe.run_name} ({type(recipe).__name__}); each default is the value this command "
+             "line gives it: the recipe's, then a --config YAML file's (setting: value), then the other options."]
     fields = dataclasses.fields(recipe)
     for group in GROUPS:
         lines.append(f"\n{group}:")
