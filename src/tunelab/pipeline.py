@@ -131,10 +131,7 @@ def train(run: PipelineRun) -> None:
             run.trainer.train(resume_from_checkpoint=checkpoint)
             if run.stop_on_signal.stopped_at_step is not None:
                 stop_after_signal(run)
-            if run.trainer.args.load_best_model_at_end:
-                say(f"Best checkpoint by validation {run.trainer.args.metric_for_best_model} "
-                    f"({run.trainer.state.best_metric:.4f}): {run.trainer.state.best_model_checkpoint}; "
-                    "the adapter and its evaluation come from it")
+            run.best_checkpoint = best_checkpoint(run.trainer)
             run.save_adapter()
         except Exception as error:  # torch and safetensors report a full disk in their own error types
             explain_write_failure(error, run.dir / "checkpoints", run.checkpoint_bytes())
@@ -145,6 +142,17 @@ def train(run: PipelineRun) -> None:
     if run.state.is_main_process:
         atomic_write_json(run.dir / "train_log.json", run.trainer.state.log_history)
     run.save_progress()
+
+
+def best_checkpoint(trainer) -> dict | None:
+    """The checkpoint `load_best_model_at_end` put back into the model (said on one line), or None."""
+    if not (trainer.args.load_best_model_at_end and trainer.state.best_model_checkpoint):
+        return None
+    best = {"metric": f"validation {trainer.args.metric_for_best_model}", "value": trainer.state.best_metric,
+            "step": int(Path(trainer.state.best_model_checkpoint).name.removeprefix("checkpoint-"))}
+    say(f"Best checkpoint by {best['metric']} ({best['value']:.4f}): {trainer.state.best_model_checkpoint}; "
+        "the adapter and its evaluation come from it")
+    return best
 
 
 def stop_after_signal(run: PipelineRun) -> None:
@@ -173,6 +181,7 @@ class PipelineRun:
         self.dir = recipe.run_dir
         self.watch = Stopwatch()
         self.adapter_ready = False
+        self.best_checkpoint: dict | None = None
         self.loaded_steps: list[str] = []
         self.divergence = StopOnDivergence()
         if self.state.is_main_process:
@@ -284,6 +293,8 @@ class PipelineRun:
             progress["memory"] = memory
         if self.monitor.summary is not None:
             progress["monitoring"] = self.monitor.summary
+        if self.best_checkpoint:
+            progress["best_checkpoint"] = self.best_checkpoint
         if self.divergence.warning:
             progress["warnings"] = sorted({*progress.get("warnings", []), self.divergence.warning})
         if self.state.is_main_process:

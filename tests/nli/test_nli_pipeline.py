@@ -145,6 +145,8 @@ def test_metric_for_best_model_trains_on_then_keeps_the_best_checkpoint(metric, 
     saved = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
     at_best = load_file(str(best_dir / "adapter_model.safetensors"))
     assert saved.keys() == at_best.keys() and all(torch.equal(saved[k], at_best[k]) for k in saved)
+    assert (f"adapter from step {best['step']:,}, the checkpoint with the best validation {metric} "
+            f"({best[f'eval_{metric}']:.4f}), not the last") in (run_dir / "report" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -71,6 +71,10 @@ def training_blocks(run: Run, figures: dict[str, Figure]) -> list[tuple]:
     facts = [f"training rows: {format_value(info.get('train_rows'))}",
              f"evaluation rows: {format_value(info.get('eval_rows'))}",
              _final_loss("training loss", train), _final_loss("validation loss", validation)]
+    if info.get("best_checkpoint"):  # metric_for_best_model
+        best = info["best_checkpoint"]
+        facts.append(f"adapter from step {best['step']:,}, the checkpoint with the best {best['metric']} "
+                     f"({best['value']:.4f}), not the last")
     facts += [f"WARNING: {warning}" for warning in info.get("warnings", [])]  # tunelab.divergence
     blocks: list[tuple] = [("heading", 2, "Training"), ("list", facts)]
     if not train and not validation:
