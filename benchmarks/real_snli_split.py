@@ -3,12 +3,17 @@ folders for `--dataset`, no premise shared between them. Writes only to OUT; the
 
     python benchmarks/real_snli_split.py ../shared/data/snli_1.0_dev_subset.jsonl /tmp/real
     python benchmarks/real_snli_split.py ../shared/data/snli_1.0_dev_subset.jsonl /tmp/real-fold1 --fold 1
+    python benchmarks/real_snli_split.py ../shared/data/snli_1.0_dev_subset.jsonl /tmp/real-reversed --add_reversed
 
 Rows without a gold label ("-") are dropped; premises are shuffled with seed 0 and cut, whole premises with
 all their hypotheses, into blocks of 270 rows (the last block smaller). Fold K tests on block K, validates
 on the premises after it (100 rows, or a row more to keep a premise whole) and trains on the rest. The test
 rows of different folds never overlap: settings chosen by their test accuracy on one fold are confirmed on
 rows that played no part in choosing them.
+
+`--add_reversed` also trains on each contradiction and entailment with premise and hypothesis swapped: a
+contradiction stays one, an entailment becomes neutral (a premise is rarely implied by its more general
+hypothesis); neutral rows are not swapped (their reverse can be anything). Validation and test rows are unchanged.
 """
 
 import argparse
@@ -19,9 +24,10 @@ from pathlib import Path
 LABELS = ("entailment", "neutral", "contradiction")
 TEST_ROWS, VALIDATION_ROWS = 270, 100
 KEPT_COLUMNS = ("sentence1", "sentence2", "gold_label", "annotator_labels")  # annotator_labels: --annotator_labels
+REVERSED_LABELS = {"contradiction": "contradiction", "entailment": "neutral"}
 
 
-def main(source: str, out: str, fold: int = 0) -> None:
+def main(source: str, out: str, fold: int = 0, add_reversed: bool = False) -> None:
     rows = [json.loads(line) for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
     by_premise: dict[str, list[dict]] = {}
     for row in rows:
@@ -43,6 +49,8 @@ def main(source: str, out: str, fold: int = 0) -> None:
     for premise in after_test:
         split = "validation" if len(parts["validation"]) < VALIDATION_ROWS else "train"
         parts[split] += by_premise[premise]
+    if add_reversed:
+        parts["train"] += [reversed_pair(row) for row in parts["train"] if row["gold_label"] in REVERSED_LABELS]
     Path(out).mkdir(parents=True, exist_ok=True)
     for split, chosen in parts.items():
         lines = [json.dumps({key: row[key] for key in KEPT_COLUMNS}) for row in chosen]
@@ -50,10 +58,18 @@ def main(source: str, out: str, fold: int = 0) -> None:
         print(f"{split}: {len(chosen)} rows")
 
 
+def reversed_pair(row: dict) -> dict:
+    """The row with premise and hypothesis swapped, labelled by REVERSED_LABELS (one annotator: that label)."""
+    label = REVERSED_LABELS[row["gold_label"]]
+    return {"sentence1": row["sentence2"], "sentence2": row["sentence1"], "gold_label": label, "annotator_labels": [label]}
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", help="SNLI 1.0 jsonl rows")
     parser.add_argument("out", help="the folder to write train/validation/test.jsonl into")
     parser.add_argument("--fold", type=int, default=0, help="which block of test rows (0 is the README's split)")
+    parser.add_argument("--add_reversed", action="store_true",
+                        help="also train on contradictions and entailments with premise and hypothesis swapped")
     args = parser.parse_args()
-    main(args.source, args.out, args.fold)
+    main(args.source, args.out, args.fold, args.add_reversed)
