@@ -61,7 +61,8 @@ def main(source: str, out: str, fold: int = 0, add_reversed: bool = False) -> No
 def reversed_pair(row: dict) -> dict:
     """The row with premise and hypothesis swapped, labelled by REVERSED_LABELS (one annotator: that label)."""
     label = REVERSED_LABELS[row["gold_label"]]
-    return {"sentence1": row["sentence2"], "sentence2": row["sentence1"], "gold_label": label, "annotator_labels": [label]}
+    return {"sentence1": row["sentence2"], "sentence2": row["sentence1"], "gold_label": label,
+            "annotator_labels": [label]}
 
 
 if __name__ == "__main__":
