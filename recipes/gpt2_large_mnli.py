@@ -10,7 +10,6 @@ to compare evaluations of different rows.
 """
 
 from tunelab.nli.config import NLIRecipe
-from tunelab.nli.pipeline import run
 
 RECIPE = NLIRecipe(
     run_name="gpt2_large_mnli",
@@ -51,4 +50,6 @@ RECIPE = NLIRecipe(
 )
 
 if __name__ == "__main__":
+    from tunelab.nli.pipeline import run  # here, so that reading RECIPE (`tunelab run-dir`, sweeps) loads no model code
+
     run(RECIPE)

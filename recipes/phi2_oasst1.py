@@ -15,7 +15,6 @@ Override any field on the command line (`--max_steps 100`) or from a YAML file (
 """
 
 from tunelab.chat.config import ChatRecipe
-from tunelab.chat.pipeline import run
 
 RECIPE = ChatRecipe(
     run_name="phi2_oasst1",
@@ -53,9 +52,11 @@ RECIPE = ChatRecipe(
     save_strategy="steps",
     save_steps=10,
     logging_steps=10,
-    # Evaluation: the fixed prompts answered by both models (tunelab.chat.data.GENERAL_PROMPTS)
+    # Evaluation: the fixed prompts answered by both models (tunelab.chat.config.GENERAL_PROMPTS)
     max_new_tokens=256,
 )
 
 if __name__ == "__main__":
+    from tunelab.chat.pipeline import run  # here, so that reading RECIPE (`tunelab run-dir`, sweeps) loads no model code
+
     run(RECIPE)

@@ -7,7 +7,6 @@ Override any field on the command line (`--learning_rate 1e-4`) or from a YAML f
 """
 
 from tunelab.nli.config import NLIRecipe
-from tunelab.nli.pipeline import run
 
 RECIPE = NLIRecipe(
     run_name="phi2_snli",
@@ -41,4 +40,6 @@ RECIPE = NLIRecipe(
 )
 
 if __name__ == "__main__":
+    from tunelab.nli.pipeline import run  # here, so that reading RECIPE (`tunelab run-dir`, sweeps) loads no model code
+
     run(RECIPE)

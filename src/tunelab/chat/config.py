@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tunelab.chat.data import GENERAL_PROMPTS
 from tunelab.chat.format import TEMPLATE_CHOICES
 from tunelab.config import Recipe, failed
+
+# What both models answer for the report unless a recipe names its own eval_prompts.
+GENERAL_PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about autumn leaves.",
+    "Explain what a black hole is in two sentences.",
+    "Give me three tips for learning a new language.",
+    "How do I reverse a list in Python?",
+    "What should I consider when adopting a dog?",
+]
 
 
 @dataclass

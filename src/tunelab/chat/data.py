@@ -363,11 +363,3 @@ STARTER_PROMPTS = [
     "How many minutes are in 7 hours?",
     "What is 23 plus 19?",
 ]
-GENERAL_PROMPTS = [
-    "What is the capital of France?",
-    "Write a haiku about autumn leaves.",
-    "Explain what a black hole is in two sentences.",
-    "Give me three tips for learning a new language.",
-    "How do I reverse a list in Python?",
-    "What should I consider when adopting a dog?",
-]
