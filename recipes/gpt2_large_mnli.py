@@ -50,6 +50,6 @@ RECIPE = NLIRecipe(
 )
 
 if __name__ == "__main__":
-    from tunelab.nli.pipeline import run  # here, so that reading RECIPE (`tunelab run-dir`, sweeps) loads no model code
+    from tunelab.nli.pipeline import run  # here: reading RECIPE (tunelab run-dir, sweeps) loads no model code
 
     run(RECIPE)

@@ -57,6 +57,6 @@ RECIPE = ChatRecipe(
 )
 
 if __name__ == "__main__":
-    from tunelab.chat.pipeline import run  # here, so that reading RECIPE (`tunelab run-dir`, sweeps) loads no model code
+    from tunelab.chat.pipeline import run  # here: reading RECIPE (tunelab run-dir, sweeps) loads no model code
 
     run(RECIPE)

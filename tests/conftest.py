@@ -9,6 +9,12 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# pytest-xdist workers share the cores out (before torch is imported, so that the processes the tests start
+# inherit it): two workers whose processes each run a thread per core spin against each other's OpenMP
+# threads, and a tiny training step then takes 30 times as long (measured with the GPU kit's parts).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // WORKERS)))
 
 import pytest  # noqa: E402
 

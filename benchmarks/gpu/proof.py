@@ -3,11 +3,12 @@
     python3 benchmarks/gpu/proof.py OUT            # on the GPU machine: the whole proof in under 8 minutes
     python3 benchmarks/gpu/proof.py OUT --cpu      # tiny models, a few steps: what tests/test_gpu_kit.py runs
 
-It writes OUT/proof.json (every figure), OUT/proof.md (the tables for the README), OUT/proof.log (every
-part's output) and OUT/monitoring_phi2_snli.json (the NVML samples for docs/monitoring.md); models, data
-and run directories go to --work (default: a temporary folder). The proof runs tunelab's own entry
-points, each part in its own process with its own time budget, so one failure or timeout still
-leaves the other parts' figures:
+It writes OUT/proof.json (every figure), OUT/proof.md (the tables for the README), OUT/logs/<part>.log
+(each part's output as it runs), OUT/proof.log (those logs in order) and OUT/monitoring_phi2_snli.json (the
+NVML samples for docs/monitoring.md); models, data and run directories go to --work (default: a
+temporary folder). The proof runs tunelab's own entry points, each part in its own process with its own
+time budget, so one failure or timeout still leaves the other parts' figures. On the GPU the parts run
+one at a time; with --cpu two at a time (--jobs):
 
   prepare          GPU, driver and library versions and what `--profile auto` picks here; phi-2's published
                    architecture with random weights (tunelab.bench.workloads.published_model, built on the GPU); an NLI
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,11 +76,12 @@ class Proof:
         self.cpu, self.out, self.work = args.cpu, Path(args.out), Path(args.work)
         self.mode = "cpu" if self.cpu else "gpu"
         self.epochs = args.epochs if args.epochs is not None else (1 if self.cpu else 5)
+        self.jobs = args.jobs or (2 if self.cpu else 1)
         self.models = self.work / "models"
         self.data = self.work / "data" / "nli"
         self.runs = self.work / "runs"
         self.bench = self.work / "bench"
-        self.logs = self.work / "logs"
+        self.logs = self.out / "logs"  # each part's output as it runs, in OUT so that it comes back
 
     def prepared(self) -> dict:
         path = self.work / "prepared.json"
@@ -220,6 +223,23 @@ def run_quietly(command: list[str]) -> str:
 
 # ---------------------------------------------------------------------------- running the parts
 
+def run_parts(proof: Proof, parts: list[Part], deadline: float) -> dict:
+    """prepare first, then the other parts `proof.jobs` at a time. Each part writes OUT/logs/<part>.log as it runs;
+    proof.log gathers those logs in the parts' order at the end."""
+    def run(part: Part) -> dict:
+        with open(proof.logs / f"{part.name}.log", "w", encoding="utf-8") as log:
+            return run_part(proof, part, deadline, log)
+
+    results = {part.name: run(part) for part in parts if part.name == "prepare"}
+    with ThreadPoolExecutor(max_workers=proof.jobs) as pool:
+        later = {part.name: pool.submit(run, part) for part in parts if part.name != "prepare"}
+    results.update({name: future.result() for name, future in later.items()})
+    with open(proof.out / "proof.log", "a", encoding="utf-8") as log:
+        for part in parts:
+            log.write((proof.logs / f"{part.name}.log").read_text(encoding="utf-8"))
+    return results
+
+
 def run_part(proof: Proof, part: Part, deadline: float, log) -> dict:
     """Run one part in its own process group, killed at its budget or the proof's deadline."""
     budget = part.cpu_seconds if proof.cpu else part.gpu_seconds
@@ -268,8 +288,8 @@ def part_environment(proof: Proof) -> dict[str, str]:
     paths = [str(ROOT / "src"), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
     env.update(PYTHONPATH=os.pathsep.join(paths), PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TUNELAB_CACHE=str(proof.work / "cache"))
-    if proof.cpu:
-        env.setdefault("OMP_NUM_THREADS", "2")
+    if proof.cpu:  # the cores shared out: parts side by side with a thread per core each spin against each other
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // proof.jobs)))
     return env
 
 
@@ -458,6 +478,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--parts", help=f"comma-separated subset of {','.join(p.name for p in PARTS)} "
                                         "(prepare runs first whenever a later part needs it)")
     parser.add_argument("--epochs", type=int, help="phi2_snli epochs (default 5; 1 with --cpu)")
+    parser.add_argument("--jobs", type=int, help="parts run side by side after prepare (default 1 on a GPU, whose "
+                                                 "timings they would share; 2 with --cpu, where each part mostly "
+                                                 "waits on one core importing torch and transformers)")
     parser.add_argument("--step", choices=("prepare", "bench_bf16"), help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv)
     if rest and args.step != "bench_bf16":
@@ -485,11 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = args.budget or sum(p.cpu_seconds if proof.cpu else p.gpu_seconds for p in parts)
     start = time.monotonic()
     say(f"{proof.mode} mode, parts {', '.join(wanted)}, budget {budget:.0f} s, work folder {proof.work}")
-    results = {}
-    with open(proof.out / "proof.log", "a", encoding="utf-8") as log:
-        for part in parts:
-            with open(proof.logs / f"{part.name}.log", "w", encoding="utf-8") as own:
-                results[part.name] = run_part(proof, part, start + budget, Both(log, own))
+    results = run_parts(proof, parts, start + budget)
     summary = {"mode": proof.mode, "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                "seconds": time.monotonic() - start, "budget_s": budget, "work": str(proof.work), "parts": results}
     summary["figures"] = collect(proof, results)
@@ -510,21 +529,6 @@ def run_step(proof: Proof, step: str, rest: list[str]) -> int:
     atomic_write_json(proof.work / "prepared.json", found)
     print(json.dumps(found, indent=1))
     return 0
-
-
-class Both:
-    """Write to the proof's log and the part's own log."""
-
-    def __init__(self, *files):
-        self.files = files
-
-    def write(self, text: str) -> None:
-        for file in self.files:
-            file.write(text)
-
-    def flush(self) -> None:
-        for file in self.files:
-            file.flush()
 
 
 def write_outputs(proof: Proof, summary: dict) -> None:
