@@ -12,9 +12,11 @@ from tunelab.nli.data import (
     Prompt,
     annotator_distribution,
     load_nli_split,
+    load_nli_splits,
     recipe_prompt,
     subset_rows,
     tokenize_rows,
+    warn_about_small_data,
 )
 from tunelab.rundir import read_jsonl
 
@@ -87,10 +89,28 @@ def test_non_utf8_file(tmp_path):
 
 def test_missing_split_file_and_path(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", hub_schema_rows(3))
-    with pytest.raises(TunelabError, match="has no validation.jsonl"):
-        load_nli_split(NLIRecipe(dataset=str(tmp_path)), "validation")
+    with pytest.raises(TunelabError, match=r"has no test.jsonl \(found: train.jsonl\)"):
+        load_nli_split(NLIRecipe(dataset=str(tmp_path)), "test")
     with pytest.raises(TunelabError, match="does not exist"):
         load_nli_split(NLIRecipe(dataset=str(tmp_path / "nowhere.jsonl")), "train")
+
+
+def test_a_folder_without_validation_rows_holds_a_tenth_of_train_out_and_says_so(tmp_path, capsys):
+    write_jsonl(tmp_path / "train.jsonl", hub_schema_rows(70))  # 60 gold rows
+    write_jsonl(tmp_path / "test.jsonl", hub_schema_rows(14))
+    recipe = NLIRecipe(dataset=str(tmp_path), train_stride=1, train_size=None, validation_stride=1,
+                       validation_size=None, test_stride=1, test_size=None)
+    rows = load_nli_splits(recipe, ["train", "validation", "test"])
+    assert (len(rows["train"]), len(rows["validation"]), len(rows["test"])) == (54, 6, 12)
+    train, validation = ({row["premise"] for row in rows[split]} for split in ("train", "validation"))
+    assert not train & validation and len(train | validation) == 60
+    assert load_nli_splits(recipe, ["validation"]) == {"validation": rows["validation"]}, "the same rows every time"
+    warn_about_small_data(recipe, rows)
+    assert (f"warning: {tmp_path} has no validation.jsonl: validating on 6 rows held out of train (10%; "
+            "--validation_fraction sets the share)") in capsys.readouterr().out
+
+    write_jsonl(tmp_path / "validation.jsonl", hub_schema_rows(7))  # a validation file is read, never replaced
+    assert len(load_nli_splits(recipe, ["train", "validation"])["train"]) == 60
 
 
 def test_unreachable_hub_dataset_is_one_line(monkeypatch):

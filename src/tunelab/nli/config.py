@@ -44,7 +44,8 @@ class NLIRecipe(Recipe):
     test_sample: int | None = field(default=None, metadata={"group": "data", "help": "or this many random test rows"})
     validation_fraction: float = field(default=0.0, metadata={
         "group": "data", "help": "hold this fraction of the train rows out as the validation set instead of "
-                                 "reading validation_split (the MultiNLI rule)"})
+                                 "reading validation_split (the MultiNLI rule; 0.1 for a data folder with no "
+                                 "<validation_split>.jsonl)"})
     sample_seed: int = field(default=42, metadata={"group": "data", "help": "seed of the random rows (*_sample)"})
     label_words: list[str] = field(default_factory=lambda: list(NLI_LABELS), metadata={
         "group": "data", "help": f"the answer word for each of {', '.join(NLI_LABELS)}"})

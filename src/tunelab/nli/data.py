@@ -79,10 +79,11 @@ def load_nli_splits(recipe: NLIRecipe, splits: list[str]) -> dict[str, list[dict
     train rows that remain (MultiNLI has no separate validation split)."""
     chosen: dict[str, list[dict]] = {}
     roles = {split: _role(recipe, split) for split in splits}
-    if recipe.validation_fraction > 0 and {"train", "validation"} & set(roles.values()):
+    fraction = validation_fraction(recipe)
+    if fraction > 0 and {"train", "validation"} & set(roles.values()):
         train = _choose_rows(recipe, recipe.train_split, "train")
         chosen[recipe.train_split], chosen[recipe.validation_split] = hold_out(
-            train, recipe.validation_fraction, f"{recipe.sample_seed}:{recipe.train_split}:validation")
+            train, fraction, f"{recipe.sample_seed}:{recipe.train_split}:validation")
     for split in splits:
         if split not in chosen:
             chosen[split] = _choose_rows(recipe, split, roles[split])
@@ -90,6 +91,25 @@ def load_nli_splits(recipe: NLIRecipe, splits: list[str]) -> dict[str, list[dict
             raise TunelabError(f"no rows left in {recipe.dataset}:{split} after dropping rows without a gold label "
                                f"and subsetting: check the data or lower {roles[split]}_stride")
     return {split: chosen[split] for split in splits}
+
+
+MISSING_VALIDATION_FRACTION = 0.1  # held out of train when a data folder has no validation file
+
+
+def validation_fraction(recipe: NLIRecipe) -> float:
+    """The share of train rows held out for validation: the recipe's validation_fraction, or
+    MISSING_VALIDATION_FRACTION for a folder with train and test files but no validation file (the
+    per-epoch validation loss still needs rows)."""
+    return MISSING_VALIDATION_FRACTION if missing_validation_file(recipe) else recipe.validation_fraction
+
+
+def missing_validation_file(recipe: NLIRecipe) -> bool:
+    folder = Path(recipe.dataset).expanduser()
+    if recipe.validation_fraction > 0 or recipe.dataset in STARTER_SETS or not folder.is_dir():
+        return False
+    present = {split: (folder / f"{split}.jsonl").exists()
+               for split in (recipe.train_split, recipe.validation_split, *recipe.test_splits)}
+    return not present.pop(recipe.validation_split) and all(present.values())
 
 
 def _role(recipe: NLIRecipe, split: str) -> str:
@@ -106,10 +126,10 @@ def _choose_rows(recipe: NLIRecipe, split: str, role: str) -> list[dict]:
 
 def planned_train_rows(recipe: NLIRecipe) -> int | None:
     """The train rows the recipe asks for, known without the data (at most; None when only the data can tell)."""
-    count = recipe.train_sample or recipe.train_size
-    if count is None or recipe.validation_fraction == 0:
+    count, fraction = recipe.train_sample or recipe.train_size, validation_fraction(recipe)
+    if count is None or fraction == 0:
         return count
-    return count - max(1, round(recipe.validation_fraction * count))
+    return count - max(1, round(fraction * count))
 
 
 def subset_rows(rows: list[dict], stride: int, size: int | None) -> list[dict]:
@@ -164,13 +184,17 @@ FEW_ROWS = 50  # fewer kept rows than this make a result too noisy to read
 def warn_about_small_data(recipe: NLIRecipe, rows: dict[str, list[dict]]) -> None:
     """A warning, before training, for each split with fewer than FEW_ROWS rows or a label it never shows,
     naming the settings that chose its rows."""
+    if missing_validation_file(recipe) and recipe.validation_split in rows:
+        say(f"warning: {recipe.dataset} has no {recipe.validation_split}.jsonl: validating on "
+            f"{len(rows[recipe.validation_split])} rows held out of {recipe.train_split} "
+            f"({MISSING_VALIDATION_FRACTION:.0%}; --validation_fraction sets the share)")
     for split, kept in rows.items():
         role = _role(recipe, split)
         sample, stride, size = (getattr(recipe, f"{role}_{name}") for name in ("sample", "stride", "size"))
         if sample is not None:
             rule = f"{role}_sample {sample}: raise it"
-        elif recipe.validation_fraction > 0 and role == "validation":
-            rule = f"validation_fraction {recipe.validation_fraction}: raise it"
+        elif validation_fraction(recipe) > 0 and role == "validation":
+            rule = f"validation_fraction {validation_fraction(recipe)}: raise it"
         elif stride > 1 or size is not None:
             fixes = [f"lower --{role}_stride (now {stride})"] * (stride > 1) + [f"raise --{role}_size (now {size})"] * (
                 size is not None)
