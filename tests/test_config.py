@@ -48,6 +48,7 @@ def test_yaml_then_command_line(tmp_path):
     (["--precision", "fp8"], "precision must be one of"),
     (["--run_name", "../elsewhere"], "plain folder name"),
     (["--label_words", "yes,no"], "label_words needs 3 words"),
+    (["--neftune_noise_alpha", "0"], "neftune_noise_alpha must be > 0 (or none), not 0.0"),
     (["positional"], "unexpected argument"),
 ])
 def test_bad_settings_name_the_fix(argv, message):

@@ -104,6 +104,9 @@ class Recipe:
     weight_decay: float = field(default=0.0, metadata={"group": "optimisation", "help": "AdamW weight decay"})
     max_grad_norm: float = field(default=1.0, metadata={
         "group": "optimisation", "help": "gradient clipping norm; 0 turns clipping off"})
+    neftune_noise_alpha: float | None = field(default=None, metadata={
+        "group": "optimisation", "help": "NEFTune: noise of this scale on the input embeddings while training "
+                                         "(transformers' neftune_noise_alpha; its paper used 5); none: off"})
     optim: str = field(default="adamw_torch", metadata={
         "group": "optimisation", "help": "optimizer (transformers' OptimizerNames, e.g. paged_adamw_8bit)"})
     group_by_length: bool = field(default=False, metadata={
@@ -151,6 +154,8 @@ class Recipe:
              "set num_train_epochs > 0 or max_steps > 0: there is nothing to train"),
             (0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}"),
             (self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, not {self.max_grad_norm}"),
+            (self.neftune_noise_alpha is None or self.neftune_noise_alpha > 0,
+             f"neftune_noise_alpha must be > 0 (or none), not {self.neftune_noise_alpha}"),
         ]
         return failed(checks)
 

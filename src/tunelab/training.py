@@ -69,6 +69,7 @@ def training_kwargs(recipe: Recipe, output_dir: str, on_cpu: bool) -> dict:
         lr_scheduler_type=recipe.lr_scheduler_type,
         weight_decay=recipe.weight_decay,
         max_grad_norm=recipe.max_grad_norm,
+        neftune_noise_alpha=recipe.neftune_noise_alpha,
         optim=recipe.optim,
         train_sampling_strategy="group_by_length" if recipe.group_by_length else "random",
         bf16=dtype == torch.bfloat16,

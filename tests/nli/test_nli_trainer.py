@@ -6,6 +6,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from transformers import set_seed
 
 from tunelab.errors import TunelabError
 from tunelab.metrics import classification_metrics
@@ -75,6 +76,19 @@ def test_loss_falls_and_accuracy_rises(model_fixture, request, tmp_path):
     assert losses[-1] < losses[0]
     assert loss_after < loss_before
     assert acc_after >= 0.9 > acc_before
+
+
+def test_neftune_noise_reaches_training_not_evaluation(tiny_phi_dir, tmp_path):
+    """--neftune_noise_alpha goes to transformers' NEFTune: noisy embeddings while training, none when scoring."""
+    settings = dict(num_train_epochs=1, lora_target_modules=["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"])
+    runs = {}
+    for name, alpha in (("plain", None), ("noisy", 5.0)):
+        set_seed(0)  # the same LoRA initialisation: the noise is the only difference
+        runs[name] = train_and_score(tiny_recipe(tiny_phi_dir, tmp_path, run_name=name, neftune_noise_alpha=alpha,
+                                                 **settings))
+    plain, noisy = runs["plain"], runs["noisy"]
+    assert noisy[3] == plain[3], "the same model scores the test rows the same before training"
+    assert noisy[2][0] != plain[2][0], "the first logged training losses differ: the noise was there"
 
 
 def test_sequence_scoring_learns_multi_token_labels(tiny_gpt2_dir, tmp_path):
