@@ -9,6 +9,7 @@ The evaluation rows are kept in RUN_DIR/data/<split>.jsonl with the settings tha
 to compare evaluations of different rows.
 """
 
+from tunelab.nli import run
 from tunelab.nli.config import NLIRecipe
 
 RECIPE = NLIRecipe(
@@ -50,6 +51,4 @@ RECIPE = NLIRecipe(
 )
 
 if __name__ == "__main__":
-    from tunelab.nli.pipeline import run  # here: reading RECIPE (tunelab run-dir, sweeps) loads no model code
-
     run(RECIPE)

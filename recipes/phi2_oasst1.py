@@ -14,6 +14,7 @@ EOS token closing each assistant turn. Then:
 Override any field on the command line (`--max_steps 100`) or from a YAML file (`--config`).
 """
 
+from tunelab.chat import run
 from tunelab.chat.config import ChatRecipe
 
 RECIPE = ChatRecipe(
@@ -57,6 +58,4 @@ RECIPE = ChatRecipe(
 )
 
 if __name__ == "__main__":
-    from tunelab.chat.pipeline import run  # here: reading RECIPE (tunelab run-dir, sweeps) loads no model code
-
     run(RECIPE)

@@ -6,6 +6,7 @@
 Override any field on the command line (`--learning_rate 1e-4`) or from a YAML file (`--config`).
 """
 
+from tunelab.nli import run
 from tunelab.nli.config import NLIRecipe
 
 RECIPE = NLIRecipe(
@@ -40,6 +41,4 @@ RECIPE = NLIRecipe(
 )
 
 if __name__ == "__main__":
-    from tunelab.nli.pipeline import run  # here: reading RECIPE (tunelab run-dir, sweeps) loads no model code
-
     run(RECIPE)

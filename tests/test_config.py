@@ -150,3 +150,16 @@ def test_a_wrong_recipe_exits_with_one_error_message():
     assert result.stderr.splitlines() == ["tunelab: error: 2 problems in the settings:",
                                           "  lora_r must be at least 1, not 0",
                                           "  train_stride must be at least 1, not 0"]
+
+
+def test_settings_are_checked_before_torch_loads():
+    """A mistake in the settings (or --help) answers at once: the pipeline, and torch with it, is imported after."""
+    for argv in (["--lora_r", "0"], ["--help"]):
+        probe = ("import atexit, runpy, sys\n"
+                 "atexit.register(lambda: print('loaded:', sorted({'torch', 'transformers'} & set(sys.modules))))\n"
+                 f"sys.argv = ['recipes/phi2_snli.py', *{argv!r}]\n"
+                 "runpy.run_path(sys.argv[0], run_name='__main__')")
+        result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        assert result.returncode == (2 if argv[0] == "--lora_r" else 0), result.stderr[-2000:]
+        assert result.stdout.splitlines()[-1] == "loaded: []", argv

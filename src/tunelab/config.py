@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import os
 import re
 import runpy
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import yaml
 
-from tunelab.errors import TunelabError
+from tunelab.console import quiet_third_party
+from tunelab.errors import TunelabError, exit_on_error
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 STAGES = ("baseline", "train", "evaluate", "report")
@@ -349,6 +351,17 @@ def _describe(target: object) -> str:
     if typing.get_origin(target) is list:
         return f"a list of {_describe(typing.get_args(target)[0])} values (comma-separated on the command line)"
     return {bool: "true or false", int: "a whole number", float: "a number", str: "text"}.get(target, str(target))
+
+
+def run_recipe(defaults: Recipe, argv: list[str] | None, pipeline: str) -> None:
+    """A recipe file's entry point: parse the overrides, then run `main` of the pipeline module named;
+    errors end on one line. The settings are checked before that module is imported, so a mistake or
+    --help answers at once, not after the seconds torch and transformers take to load."""
+    argv = sys.argv[1:] if argv is None else argv
+    quiet_third_party(debug="--debug" in argv)
+    with exit_on_error(debug="--debug" in argv):
+        recipe = parse_recipe(defaults, argv)
+        importlib.import_module(pipeline).main(recipe)
 
 
 def load_recipe(path: str, argv: list[str]):

@@ -11,7 +11,8 @@ shape training); `--overwrite` sets the old run aside and deletes it only once t
 loaded its data and model and started training; a failed start puts it back.
 
 A pipeline's `main` hands its run class and stages to `run_stages`, which adds W&B around them
-and prints the summary at the end; its `run` (what a recipe file calls) is `run_recipe(main, ...)`.
+and prints the summary at the end. A recipe file calls `tunelab.nli.run` or `tunelab.chat.run`, which
+parse its settings before importing the pipeline (`tunelab.config.run_recipe`) and then call its `main`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import io
 import json
 import os
 import shutil
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -33,10 +33,10 @@ from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 from transformers import TrainerCallback, set_seed
 
-from tunelab.config import Recipe, parse_recipe, recipe_to_dict
-from tunelab.console import quiet_third_party, say
+from tunelab.config import Recipe, recipe_to_dict
+from tunelab.console import say
 from tunelab.divergence import StopOnDivergence
-from tunelab.errors import TrainingInterrupted, TunelabError, exit_on_error
+from tunelab.errors import TrainingInterrupted, TunelabError
 from tunelab.interrupts import StopOnSignal, interruptible
 from tunelab.launch.fsdp import check_fsdp_settings, save_trained_adapter
 from tunelab.models import parameter_counts
@@ -64,14 +64,6 @@ LOAD_STEPS = ("data", "tokenizer", "model", "trainer")
 # Settings a resumed run may change: they do not change what is trained (run control is not in config.yaml).
 FREE_TO_CHANGE = ("run_name", "output_dir", "report_to", "logging_steps", "profile", "per_device_eval_batch_size",
                   "save_total_limit", "trust_remote_code", "allow_pickle", "temperature_scaling")
-
-
-def run_recipe(main: Callable[[Recipe], Path], defaults: Recipe, argv: list[str] | None) -> None:
-    """A recipe file's entry point: parse the overrides, run `main`, print errors on one line."""
-    argv = sys.argv[1:] if argv is None else argv
-    quiet_third_party(debug="--debug" in argv)
-    with exit_on_error(debug="--debug" in argv):
-        main(parse_recipe(defaults, argv))
 
 
 def run_stages(run_class: type[PipelineRun], recipe: Recipe, callbacks: Sequence[TrainerCallback],

@@ -47,7 +47,6 @@ from tunelab.pipeline import (
     MODELS,
     PipelineRun,
     process_state,
-    run_recipe,
     run_stages,
     say_parameter_counts,
     to_csv,
@@ -57,11 +56,6 @@ from tunelab.rundir import atomic_write_json, atomic_write_text
 from tunelab.training import ResumableLengthGrouping, training_kwargs
 
 CHAT_INFO = "tunelab_chat.json"
-
-
-def run(defaults: ChatRecipe, argv: list[str] | None = None) -> None:
-    """Entry point of a chat recipe file: parse overrides, run, print errors on one line."""
-    run_recipe(main, defaults, argv)
 
 
 def main(recipe: ChatRecipe, callbacks: Sequence[TrainerCallback] = ()) -> Path:

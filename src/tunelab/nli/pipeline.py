@@ -59,7 +59,6 @@ from tunelab.pipeline import (
     MODELS,
     PipelineRun,
     process_state,
-    run_recipe,
     run_stages,
     say_parameter_counts,
     to_csv,
@@ -67,11 +66,6 @@ from tunelab.pipeline import (
 )
 from tunelab.report.statistics import CALIBRATION_DIR
 from tunelab.rundir import atomic_write_json, atomic_write_text, read_csv
-
-
-def run(defaults: NLIRecipe, argv: list[str] | None = None) -> None:
-    """Entry point of an NLI recipe file: parse overrides, run, print errors on one line."""
-    run_recipe(main, defaults, argv)
 
 
 def main(recipe: NLIRecipe, callbacks: Sequence[TrainerCallback] = ()) -> Path:
