@@ -184,17 +184,18 @@ FEW_ROWS = 50  # fewer kept rows than this make a result too noisy to read
 def warn_about_small_data(recipe: NLIRecipe, rows: dict[str, list[dict]]) -> None:
     """A warning, before training, for each split with fewer than FEW_ROWS rows or a label it never shows,
     naming the settings that chose its rows."""
-    if missing_validation_file(recipe) and recipe.validation_split in rows:
+    fraction = validation_fraction(recipe)  # looks at the data folder: once, not once a split
+    if fraction != recipe.validation_fraction and recipe.validation_split in rows:
         say(f"warning: {recipe.dataset} has no {recipe.validation_split}.jsonl: validating on "
             f"{len(rows[recipe.validation_split])} rows held out of {recipe.train_split} "
-            f"({MISSING_VALIDATION_FRACTION:.0%}; --validation_fraction sets the share)")
+            f"({fraction:.0%}; --validation_fraction sets the share)")
     for split, kept in rows.items():
         role = _role(recipe, split)
         sample, stride, size = (getattr(recipe, f"{role}_{name}") for name in ("sample", "stride", "size"))
         if sample is not None:
             rule = f"{role}_sample {sample}: raise it"
-        elif validation_fraction(recipe) > 0 and role == "validation":
-            rule = f"validation_fraction {validation_fraction(recipe)}: raise it"
+        elif fraction > 0 and role == "validation":
+            rule = f"validation_fraction {fraction}: raise it"
         elif stride > 1 or size is not None:
             fixes = [f"lower --{role}_stride (now {stride})"] * (stride > 1) + [f"raise --{role}_size (now {size})"] * (
                 size is not None)
