@@ -49,6 +49,7 @@ def test_yaml_then_command_line(tmp_path):
     (["--run_name", "../elsewhere"], "plain folder name"),
     (["--label_words", "yes,no"], "label_words needs 3 words"),
     (["--neftune_noise_alpha", "0"], "neftune_noise_alpha must be > 0 (or none), not 0.0"),
+    (["--loraplus_lr_ratio", "0.5"], "loraplus_lr_ratio must be at least 1 (or none), not 0.5"),
     (["positional"], "unexpected argument"),
 ])
 def test_bad_settings_name_the_fix(argv, message):

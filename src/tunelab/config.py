@@ -86,6 +86,8 @@ class Recipe:
         "group": "LoRA", "help": "which biases train: none, all or lora_only (PEFT)"})
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
                                            metadata={"group": "LoRA", "help": "the modules that get LoRA adapters"})
+    use_dora: bool = field(default=False, metadata={
+        "group": "LoRA", "help": "DoRA (PEFT): learn each weight's magnitude apart from its LoRA direction"})
 
     # Optimisation
     per_device_train_batch_size: int = field(default=8, metadata={
@@ -106,6 +108,9 @@ class Recipe:
     weight_decay: float = field(default=0.0, metadata={"group": "optimisation", "help": "AdamW weight decay"})
     max_grad_norm: float = field(default=1.0, metadata={
         "group": "optimisation", "help": "gradient clipping norm; 0 turns clipping off"})
+    loraplus_lr_ratio: float | None = field(default=None, metadata={
+        "group": "optimisation", "help": "LoRA+: the LoRA B matrices learn at this many times learning_rate (none: "
+                                         "the same rate; the LoRA+ paper suggests 16 with a lower learning_rate)"})
     neftune_noise_alpha: float | None = field(default=None, metadata={
         "group": "optimisation", "help": "NEFTune: noise of this scale on the input embeddings while training "
                                          "(transformers' neftune_noise_alpha; its paper used 5); none: off"})
@@ -156,6 +161,8 @@ class Recipe:
              "set num_train_epochs > 0 or max_steps > 0: there is nothing to train"),
             (0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}"),
             (self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, not {self.max_grad_norm}"),
+            (self.loraplus_lr_ratio is None or self.loraplus_lr_ratio >= 1,
+             f"loraplus_lr_ratio must be at least 1 (or none), not {self.loraplus_lr_ratio}"),
             (self.neftune_noise_alpha is None or self.neftune_noise_alpha > 0,
              f"neftune_noise_alpha must be > 0 (or none), not {self.neftune_noise_alpha}"),
         ]

@@ -200,6 +200,7 @@ def lora_config(recipe: Recipe, model: torch.nn.Module, task_type: str = "CAUSAL
         lora_dropout=recipe.lora_dropout,
         bias=recipe.lora_bias,
         target_modules=list(recipe.lora_target_modules),
+        use_dora=recipe.use_dora,
         fan_in_fan_out=targets_conv1d(model, recipe.lora_target_modules),
         task_type=task_type,
     )

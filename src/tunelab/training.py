@@ -48,6 +48,26 @@ class ResumableLengthGrouping:
         return EpochSeededSampler(sampler, seed, lambda: math.floor(self.state.epoch or 0))
 
 
+class LoraPlusOptimizer:
+    """Trainer mixin: LoRA+ (PEFT's create_loraplus_optimizer) when `loraplus_lr_ratio` is set: the LoRA B
+    matrices learn at that many times the learning rate of the A matrices, with the recipe's optimizer."""
+
+    def __init__(self, *args, loraplus_lr_ratio: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loraplus_lr_ratio = loraplus_lr_ratio
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None and self.loraplus_lr_ratio is not None:
+            from peft.optimizers import create_loraplus_optimizer
+
+            model = self.model if model is None else model
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            self.optimizer = create_loraplus_optimizer(model, optimizer_cls, loraplus_lr_ratio=self.loraplus_lr_ratio,
+                                                       loraplus_weight_decay=self.args.weight_decay,
+                                                       **optimizer_kwargs)
+        return super().create_optimizer(model)
+
+
 def training_kwargs(recipe: Recipe, output_dir: str, on_cpu: bool) -> dict:
     """The recipe's optimisation settings that TrainingArguments and TRL's SFTConfig share, by keyword.
 

@@ -57,13 +57,14 @@ def train_and_score(recipe):
     trainer = NLITrainer(model=model, args=training_arguments(recipe, str(recipe.run_dir), on_cpu=True),
                          train_dataset=train, data_collator=NLICollator(tokenizer.pad_token_id, label_ids,
                                                                          recipe.label_scoring),
-                         label_ids=label_ids, scoring=recipe.label_scoring)
+                         label_ids=label_ids, scoring=recipe.label_scoring,
+                         loraplus_lr_ratio=recipe.loraplus_lr_ratio)
     before = trainer.predict(test)
     trainer.train()
     after = trainer.predict(test)
     accuracy = lambda out: float((out.predictions.argmax(-1) == out.label_ids).mean())  # noqa: E731
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return accuracy(before), accuracy(after), losses, before.metrics["test_loss"], after.metrics["test_loss"]
+    return accuracy(before), accuracy(after), losses, before.metrics["test_loss"], after.metrics["test_loss"], trainer
 
 
 @pytest.mark.parametrize("model_fixture", ["tiny_gpt2_dir", "tiny_phi_dir"])
@@ -71,7 +72,7 @@ def test_loss_falls_and_accuracy_rises(model_fixture, request, tmp_path):
     model_dir = request.getfixturevalue(model_fixture)
     targets = ["c_attn", "c_proj", "c_fc"] if "gpt2" in model_fixture else \
         ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2", "lm_head"]
-    acc_before, acc_after, losses, loss_before, loss_after = train_and_score(
+    acc_before, acc_after, losses, loss_before, loss_after, _ = train_and_score(
         tiny_recipe(model_dir, tmp_path, lora_target_modules=targets))
     assert losses[-1] < losses[0]
     assert loss_after < loss_before
@@ -89,6 +90,27 @@ def test_neftune_noise_reaches_training_not_evaluation(tiny_phi_dir, tmp_path):
     plain, noisy = runs["plain"], runs["noisy"]
     assert noisy[3] == plain[3], "the same model scores the test rows the same before training"
     assert noisy[2][0] != plain[2][0], "the first logged training losses differ: the noise was there"
+
+
+def test_dora_learns_magnitudes_beside_the_lora_matrices(tiny_phi_dir, tmp_path):
+    recipe = tiny_recipe(tiny_phi_dir, tmp_path, use_dora=True, lora_target_modules=["q_proj", "v_proj", "fc1"])
+    acc_before, acc_after, *_, trainer = train_and_score(recipe)
+    magnitudes = [name for name, p in trainer.model.named_parameters() if "lora_magnitude_vector" in name]
+    assert len(magnitudes) == 2 * 3, "one magnitude vector per adapted module of both layers"
+    assert acc_after >= 0.9 > acc_before
+
+
+def test_loraplus_gives_the_b_matrices_a_larger_learning_rate(tiny_phi_dir, tmp_path):
+    recipe = tiny_recipe(tiny_phi_dir, tmp_path, loraplus_lr_ratio=16, learning_rate=1e-3,
+                         lora_target_modules=["q_proj", "v_proj", "fc1"])
+    acc_before, acc_after, *_, trainer = train_and_score(recipe)
+    names = {id(p): name for name, p in trainer.model.named_parameters()}
+    peak_lrs = {}  # the scheduler has run to the end: compare each group's initial_lr
+    for group in trainer.optimizer.param_groups:
+        for p in group["params"]:
+            peak_lrs[names[id(p)].split(".")[-3]] = group["initial_lr"]
+    assert peak_lrs == {"lora_A": 1e-3, "lora_B": 16e-3}
+    assert acc_after >= 0.9 > acc_before
 
 
 def test_sequence_scoring_learns_multi_token_labels(tiny_gpt2_dir, tmp_path):
@@ -201,7 +223,7 @@ def test_qlora_4bit_trains_a_few_steps(tiny_llama_dir, tmp_path):
     counts = parameter_counts(model)
     plain = parameter_counts(load_model(dataclasses.replace(recipe, load_in_4bit=False)))
     assert counts["total"] == plain["total"], "4-bit weights count as one parameter each"
-    _, _, losses, loss_before, loss_after = train_and_score(recipe)
+    _, _, losses, loss_before, loss_after, _ = train_and_score(recipe)
     assert losses and all(np.isfinite(losses))
     assert loss_after < loss_before, "the LoRA weights moved the 4-bit model toward the labels"
 

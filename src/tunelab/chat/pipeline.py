@@ -53,7 +53,7 @@ from tunelab.pipeline import (
     train,
 )
 from tunelab.rundir import atomic_write_json, atomic_write_text
-from tunelab.training import ResumableLengthGrouping, training_kwargs
+from tunelab.training import LoraPlusOptimizer, ResumableLengthGrouping, training_kwargs
 
 CHAT_INFO = "tunelab_chat.json"
 
@@ -168,7 +168,7 @@ class ChatRun(PipelineRun):
         from datasets import Dataset
         from trl import SFTTrainer
 
-        class ChatTrainer(FSDPOnCPU, ResumableLengthGrouping, SFTTrainer):
+        class ChatTrainer(FSDPOnCPU, ResumableLengthGrouping, LoraPlusOptimizer, SFTTrainer):
             """TRL's SFTTrainer; with group_by_length, a resumed run sees the same batches (tunelab.training)."""
 
         train_dataset = Dataset.from_list(self.tokenized["train"])
@@ -181,6 +181,7 @@ class ChatRun(PipelineRun):
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=self.tokenizer,
+            loraplus_lr_ratio=self.recipe.loraplus_lr_ratio,
             callbacks=self.trainer_callbacks(),
         )
         # SFTTrainer casts a quantized model's adapter weights to bf16 (the QLoRA paper's choice). Keep them in

@@ -199,6 +199,7 @@ class NLIRun(PipelineRun):
             compute_metrics=accuracy_metric,
             label_ids=self.label_ids,
             scoring=self.scoring,
+            loraplus_lr_ratio=self.recipe.loraplus_lr_ratio,
             callbacks=self.trainer_callbacks(),
         ))
 

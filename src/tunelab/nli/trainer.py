@@ -33,7 +33,7 @@ from transformers.trainer_utils import has_length
 from tunelab.errors import TunelabError
 from tunelab.launch.fsdp import FSDPOnCPU
 from tunelab.nli.config import NLIRecipe
-from tunelab.training import ResumableLengthGrouping, training_kwargs
+from tunelab.training import LoraPlusOptimizer, ResumableLengthGrouping, training_kwargs
 
 
 def label_token_ids(tokenizer, label_words: list[str], scoring: str) -> list[list[int]]:
@@ -121,7 +121,7 @@ def answer_room(label_ids: list[list[int]], scoring: str) -> int:
     return max(map(len, label_ids)) if scoring == "sequence" else 1
 
 
-class NLITrainer(FSDPOnCPU, ResumableLengthGrouping, Trainer):
+class NLITrainer(FSDPOnCPU, ResumableLengthGrouping, LoraPlusOptimizer, Trainer):
     """transformers' Trainer with the label-word classification loss and scores as predictions."""
 
     # compute_loss returns a per-batch mean; let the Trainer divide by gradient accumulation steps.
