@@ -5,6 +5,7 @@ Everything here is built from installed wheels; the Hugging Face Hub is never co
 
 import json
 import os
+import signal
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -15,6 +16,10 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // WORKERS)))
+# A shell starts a background job (`bash .ci/run &`) with SIGINT ignored, and the processes the tests start
+# inherit that: the tests of Ctrl-C would see their signal do nothing. Give them Python's default handler.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import pytest  # noqa: E402
 
