@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tunelab.nli.config import NLI_LABELS
+from tunelab.report.compare import interval_text
 from tunelab.stats import mcnemar, paired_intervals
 
 ROW = ("premise", "hypothesis", "gold")
@@ -53,18 +54,13 @@ def main(runs: list[str], split: str) -> None:
         alone = np.array([code[row["finetuned_pred"]] for row in rows])
         intervals = paired_intervals(gold, alone, voted, len(NLI_LABELS))
         test = mcnemar(int(((voted == gold) & (alone != gold)).sum()), int(((voted != gold) & (alone == gold)).sum()))
-        print(f"{run}: {interval(intervals['accuracy']['baseline'])} accuracy, balanced "
-              f"{interval(intervals['balanced_accuracy']['baseline'])}; vote - run: "
-              f"{interval(intervals['accuracy']['change'], points=True)} points (McNemar p = {test['p_value']:.2f}, "
+        print(f"{run}: {interval_text(intervals['accuracy']['baseline'])} accuracy, balanced "
+              f"{interval_text(intervals['balanced_accuracy']['baseline'])}; vote - run: "
+              f"{interval_text(intervals['accuracy']['change'], change=True)} (McNemar p = {test['p_value']:.2f}, "
               f"{test['corrected']} corrected, {test['regressed']} regressed)")
-    print(f"vote: {interval(intervals['accuracy']['finetuned'])} accuracy, balanced "
-          f"{interval(intervals['balanced_accuracy']['finetuned'])}")
-
-
-def interval(figure: dict, points: bool = False) -> str:
-    sign = "+" if points else ""
-    return (f"{100 * figure['value']:{sign}.1f}{'' if points else '%'} "
-            f"[{100 * figure['low']:{sign}.1f}, {100 * figure['high']:{sign}.1f}]")
+    # the vote's own figures are the same in every pairing (the same resampled rows): take the last one's
+    print(f"vote: {interval_text(intervals['accuracy']['finetuned'])} accuracy, balanced "
+          f"{interval_text(intervals['balanced_accuracy']['finetuned'])}")
 
 
 if __name__ == "__main__":
