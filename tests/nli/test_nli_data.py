@@ -113,6 +113,27 @@ def test_a_folder_without_validation_rows_holds_a_tenth_of_train_out_and_says_so
     assert len(load_nli_splits(recipe, ["train", "validation"])["train"]) == 60
 
 
+def test_extra_train_dataset_adds_its_whole_train_split_to_train_only(tmp_path):
+    own, extra = tmp_path / "own", tmp_path / "extra"
+    for folder, count in ((own, 30), (extra, 14)):
+        folder.mkdir()
+        for split in ("train", "validation", "test"):
+            write_jsonl(folder / f"{split}.jsonl", [{**row, "premise": f"{folder.name} {row['premise']}"}
+                                                    for row in hub_schema_rows(count)])
+    recipe = NLIRecipe(dataset=str(own), train_sample=10, extra_train_dataset=str(extra))
+    rows = load_nli_splits(recipe, ["train", "validation", "test"])
+    assert [r["premise"].split()[0] for r in rows["train"]] == ["own"] * 10 + ["extra"] * 12, "all 12 gold rows added"
+    assert {r["premise"].split()[0] for r in rows["validation"] + rows["test"]} == {"own"}
+    alone = load_nli_splits(dataclasses.replace(recipe, extra_train_dataset=None), ["train"])["train"]
+    assert rows["train"][:10] == alone, "the own rows are chosen as without the extra set"
+    same = dataclasses.replace(recipe, extra_train_dataset=str(own))
+    assert load_nli_splits(same, ["train"])["train"] == alone, "its own dataset adds nothing"
+    starter = load_nli_split(dataclasses.replace(recipe, extra_train_dataset="starter"), "train")
+    assert len(starter) == 10 + 480
+    with pytest.raises(TunelabError, match="does not exist"):
+        load_nli_split(dataclasses.replace(recipe, extra_train_dataset=str(tmp_path / "none.jsonl")), "train")
+
+
 def test_unreachable_hub_dataset_is_one_line(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

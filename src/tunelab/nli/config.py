@@ -20,6 +20,10 @@ class NLIRecipe(Recipe):
     dataset_config: str | None = field(default=None, metadata={
         "group": "data", "help": "the Hub dataset's configuration name, if it has several"})
     train_split: str = field(default="train", metadata={"group": "data", "help": "the split to train on"})
+    extra_train_dataset: str | None = field(default=None, metadata={
+        "group": "data", "help": "a second dataset (as --dataset names one) whose whole train split is added to the "
+                                 "train rows chosen below, e.g. starter: the offline set's 480 rows beside your own; "
+                                 "ignored when it is --dataset itself"})
     validation_split: str = field(default="validation", metadata={
         "group": "data", "help": "the split evaluated during training"})
     test_splits: list[str] = field(default_factory=lambda: ["test"], metadata={

@@ -76,7 +76,8 @@ def load_nli_splits(recipe: NLIRecipe, splits: list[str]) -> dict[str, list[dict
     `<role>_sample` random rows (seeded by sample_seed and the split name), or else every
     `<role>_stride`-th row then at most `<role>_size` rows. With `validation_fraction` > 0 the
     validation rows are that fraction of the chosen train rows, drawn at random, disjoint from the
-    train rows that remain (MultiNLI has no separate validation split)."""
+    train rows that remain (MultiNLI has no separate validation split). The train rows then get every
+    train row of `extra_train_dataset` added after them."""
     chosen: dict[str, list[dict]] = {}
     roles = {split: _role(recipe, split) for split in splits}
     fraction = validation_fraction(recipe)
@@ -90,7 +91,17 @@ def load_nli_splits(recipe: NLIRecipe, splits: list[str]) -> dict[str, list[dict
         if not chosen[split]:
             raise TunelabError(f"no rows left in {recipe.dataset}:{split} after dropping rows without a gold label "
                                f"and subsetting: check the data or lower {roles[split]}_stride")
+        if split == recipe.train_split:
+            chosen[split] = chosen[split] + extra_train_rows(recipe)
     return {split: chosen[split] for split in splits}
+
+
+def extra_train_rows(recipe: NLIRecipe) -> list[dict]:
+    """Every row of the train split of `extra_train_dataset` (none when unset or the recipe's own dataset)."""
+    extra = recipe.extra_train_dataset
+    if extra is None or extra == recipe.dataset:
+        return []
+    return normalise_rows(_read_split(extra, None, "train"), source=f"{extra}:train")
 
 
 MISSING_VALIDATION_FRACTION = 0.1  # held out of train when a data folder has no validation file
@@ -127,6 +138,8 @@ def _choose_rows(recipe: NLIRecipe, split: str, role: str) -> list[dict]:
 def planned_train_rows(recipe: NLIRecipe) -> int | None:
     """The train rows the recipe asks for, known without the data (at most; None when only the data can tell)."""
     count, fraction = recipe.train_sample or recipe.train_size, validation_fraction(recipe)
+    if recipe.extra_train_dataset not in (None, recipe.dataset):
+        return None
     if count is None or fraction == 0:
         return count
     return count - max(1, round(fraction * count))
