@@ -4,7 +4,6 @@ folders for `--dataset`, no premise shared between them. Writes only to OUT; the
     python benchmarks/real_snli_split.py ../shared/data/snli_1.0_dev_subset.jsonl /tmp/real
     python benchmarks/real_snli_split.py ../shared/data/snli_1.0_dev_subset.jsonl /tmp/real-fold1 --fold 1
     python benchmarks/real_snli_split.py ../shared/data/snli_1.0_dev_subset.jsonl /tmp/real-reversed --add_reversed
-    python benchmarks/real_snli_split.py ../shared/data/snli_1.0_dev_subset.jsonl /tmp/real-starter --add_starter
 
 Rows without a gold label ("-") are dropped; premises are shuffled with seed 0 and cut, whole premises with
 all their hypotheses, into blocks of 270 rows (the last block smaller). Fold K tests on block K, validates
@@ -14,9 +13,8 @@ rows that played no part in choosing them.
 
 `--add_reversed` also trains on each contradiction and entailment with premise and hypothesis swapped: a
 contradiction stays one, an entailment becomes neutral (a premise is rarely implied by its more general
-hypothesis); neutral rows are not swapped (their reverse can be anything). `--add_starter` also trains on the
-480 training rows of tunelab's starter set (written by the project, none from SNLI). Validation and test rows are
-unchanged either way.
+hypothesis); neutral rows are not swapped (their reverse can be anything). Validation and test rows are
+unchanged. (To train on the starter set's rows beside these, the recipe setting `--extra_train_dataset starter`.)
 """
 
 import argparse
@@ -30,7 +28,7 @@ KEPT_COLUMNS = ("sentence1", "sentence2", "gold_label", "annotator_labels")  # a
 REVERSED_LABELS = {"contradiction": "contradiction", "entailment": "neutral"}
 
 
-def main(source: str, out: str, fold: int = 0, add_reversed: bool = False, add_starter: bool = False) -> None:
+def main(source: str, out: str, fold: int = 0, add_reversed: bool = False) -> None:
     rows = [json.loads(line) for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
     by_premise: dict[str, list[dict]] = {}
     for row in rows:
@@ -54,8 +52,6 @@ def main(source: str, out: str, fold: int = 0, add_reversed: bool = False, add_s
         parts[split] += by_premise[premise]
     if add_reversed:
         parts["train"] += [reversed_pair(row) for row in parts["train"] if row["gold_label"] in REVERSED_LABELS]
-    if add_starter:
-        parts["train"] += starter_rows()
     Path(out).mkdir(parents=True, exist_ok=True)
     for split, chosen in parts.items():
         lines = [json.dumps({key: row[key] for key in KEPT_COLUMNS}) for row in chosen]
@@ -70,14 +66,6 @@ def reversed_pair(row: dict) -> dict:
             "annotator_labels": [label]}
 
 
-def starter_rows() -> list[dict]:
-    """The starter set's training rows in SNLI's columns (one annotator: the label)."""
-    from tunelab.nli.starter_data import generate_starter_nli
-
-    return [{"sentence1": row["premise"], "sentence2": row["hypothesis"], "gold_label": LABELS[row["label"]],
-             "annotator_labels": [LABELS[row["label"]]]} for row in generate_starter_nli()["train"]]
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", help="SNLI 1.0 jsonl rows")
@@ -85,6 +73,5 @@ if __name__ == "__main__":
     parser.add_argument("--fold", type=int, default=0, help="which block of test rows (0 is the README's split)")
     parser.add_argument("--add_reversed", action="store_true",
                         help="also train on contradictions and entailments with premise and hypothesis swapped")
-    parser.add_argument("--add_starter", action="store_true", help="also train on the starter set's 480 training rows")
     args = parser.parse_args()
-    main(args.source, args.out, args.fold, args.add_reversed, args.add_starter)
+    main(args.source, args.out, args.fold, args.add_reversed)

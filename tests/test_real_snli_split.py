@@ -1,12 +1,9 @@
-"""benchmarks/real_snli_split.py, on SNLI-shaped rows the test writes: folds, disjoint premises, reversed pairs,
-the starter rows added."""
+"""benchmarks/real_snli_split.py, on SNLI-shaped rows the test writes: folds, disjoint premises, reversed pairs."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
-
-from tunelab.nli.starter_data import generate_starter_nli
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "real_snli_split.py"
 LABELS = ("entailment", "neutral", "contradiction")
@@ -66,17 +63,6 @@ def test_add_reversed_swaps_contradictions_and_entailments_of_the_train_rows_onl
         expected = {"contradiction": "contradiction", "entailment": "neutral"}[row["gold_label"]]
         assert (swapped["sentence1"], swapped["sentence2"]) == (row["sentence2"], row["sentence1"])
         assert swapped["gold_label"] == expected and swapped["annotator_labels"] == [expected]
-
-
-def test_add_starter_appends_the_starter_training_rows_to_train_only(tmp_path):
-    plain, mixed = split(tmp_path / "plain"), split(tmp_path / "starter", "--add_starter")
-    assert mixed["validation"] == plain["validation"] and mixed["test"] == plain["test"]
-    assert mixed["train"][:len(plain["train"])] == plain["train"]
-    extra = mixed["train"][len(plain["train"]):]
-    starter = generate_starter_nli()["train"]
-    assert [(row["sentence1"], row["sentence2"], row["gold_label"]) for row in extra] == \
-        [(row["premise"], row["hypothesis"], LABELS[row["label"]]) for row in starter]
-    assert all(row["annotator_labels"] == [row["gold_label"]] for row in extra)
 
 
 def test_a_fold_past_the_last_block_names_the_range(tmp_path):
