@@ -96,11 +96,16 @@ def load_nli_splits(recipe: NLIRecipe, splits: list[str]) -> dict[str, list[dict
     return {split: chosen[split] for split in splits}
 
 
+def adds_extra_train_rows(recipe: NLIRecipe) -> bool:
+    """Whether `extra_train_dataset` adds rows: it is set and is not the recipe's own dataset."""
+    return recipe.extra_train_dataset not in (None, recipe.dataset)
+
+
 def extra_train_rows(recipe: NLIRecipe) -> list[dict]:
-    """Every row of the train split of `extra_train_dataset` (none when unset or the recipe's own dataset)."""
-    extra = recipe.extra_train_dataset
-    if extra is None or extra == recipe.dataset:
+    """Every row of the train split of `extra_train_dataset` (none unless `adds_extra_train_rows`)."""
+    if not adds_extra_train_rows(recipe):
         return []
+    extra = recipe.extra_train_dataset
     return normalise_rows(_read_split(extra, None, "train"), source=f"{extra}:train")
 
 
@@ -138,7 +143,7 @@ def _choose_rows(recipe: NLIRecipe, split: str, role: str) -> list[dict]:
 def planned_train_rows(recipe: NLIRecipe) -> int | None:
     """The train rows the recipe asks for, known without the data (at most; None when only the data can tell)."""
     count, fraction = recipe.train_sample or recipe.train_size, validation_fraction(recipe)
-    if recipe.extra_train_dataset not in (None, recipe.dataset):
+    if adds_extra_train_rows(recipe):
         return None
     if count is None or fraction == 0:
         return count
