@@ -128,6 +128,8 @@ def test_extra_train_dataset_adds_its_whole_train_split_to_train_only(tmp_path):
     assert rows["train"][:10] == alone, "the own rows are chosen as without the extra set"
     same = dataclasses.replace(recipe, extra_train_dataset=str(own))
     assert load_nli_splits(same, ["train"])["train"] == alone, "its own dataset adds nothing"
+    named_otherwise = dataclasses.replace(recipe, extra_train_dataset=str(tmp_path / "extra" / ".." / "own"))
+    assert load_nli_splits(named_otherwise, ["train"])["train"] == alone, "nor when named another way"
     starter = load_nli_split(dataclasses.replace(recipe, extra_train_dataset="starter"), "train")
     assert len(starter) == 10 + 480
     with pytest.raises(TunelabError, match="does not exist"):

@@ -97,8 +97,12 @@ def load_nli_splits(recipe: NLIRecipe, splits: list[str]) -> dict[str, list[dict
 
 
 def adds_extra_train_rows(recipe: NLIRecipe) -> bool:
-    """Whether `extra_train_dataset` adds rows: it is set and is not the recipe's own dataset."""
-    return recipe.extra_train_dataset not in (None, recipe.dataset)
+    """Whether `extra_train_dataset` adds rows: it is set and is not the recipe's own dataset (a folder or
+    file named two ways, `./d` and `d`, is the same dataset)."""
+    extra, own = recipe.extra_train_dataset, recipe.dataset
+    if extra is None or extra == own:
+        return False
+    return not (os.path.exists(extra) and os.path.exists(own) and os.path.samefile(extra, own))
 
 
 def extra_train_rows(recipe: NLIRecipe) -> list[dict]:
