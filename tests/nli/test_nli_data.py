@@ -14,6 +14,7 @@ from tunelab.nli.data import (
     load_nli_split,
     load_nli_splits,
     recipe_prompt,
+    say_extra_train_rows,
     subset_rows,
     tokenize_rows,
     warn_about_small_data,
@@ -113,7 +114,7 @@ def test_a_folder_without_validation_rows_holds_a_tenth_of_train_out_and_says_so
     assert len(load_nli_splits(recipe, ["train", "validation"])["train"]) == 60
 
 
-def test_extra_train_dataset_adds_its_whole_train_split_to_train_only(tmp_path):
+def test_extra_train_dataset_adds_its_whole_train_split_to_train_only(tmp_path, capsys):
     own, extra = tmp_path / "own", tmp_path / "extra"
     for folder, count in ((own, 30), (extra, 14)):
         folder.mkdir()
@@ -123,6 +124,8 @@ def test_extra_train_dataset_adds_its_whole_train_split_to_train_only(tmp_path):
     recipe = NLIRecipe(dataset=str(own), train_sample=10, extra_train_dataset=str(extra))
     rows = load_nli_splits(recipe, ["train", "validation", "test"])
     assert [r["premise"].split()[0] for r in rows["train"]] == ["own"] * 10 + ["extra"] * 12, "all 12 gold rows added"
+    say_extra_train_rows(recipe, rows)
+    assert f"train: 10 rows of {own} and 12 of {extra} (extra_train_dataset)" in capsys.readouterr().out
     assert {r["premise"].split()[0] for r in rows["validation"] + rows["test"]} == {"own"}
     alone = load_nli_splits(dataclasses.replace(recipe, extra_train_dataset=None), ["train"])["train"]
     assert rows["train"][:10] == alone, "the own rows are chosen as without the extra set"

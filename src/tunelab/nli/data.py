@@ -113,6 +113,14 @@ def extra_train_rows(recipe: NLIRecipe) -> list[dict]:
     return normalise_rows(_read_split(extra, None, "train"), source=f"{extra}:train")
 
 
+def say_extra_train_rows(recipe: NLIRecipe, rows: dict[str, list[dict]]) -> None:
+    """Where the train rows come from, in one line, when `extra_train_dataset` adds some."""
+    if adds_extra_train_rows(recipe) and recipe.train_split in rows:
+        extra = len(extra_train_rows(recipe))
+        say(f"{recipe.train_split}: {len(rows[recipe.train_split]) - extra} rows of {recipe.dataset} and {extra} "
+            f"of {recipe.extra_train_dataset} (extra_train_dataset)")
+
+
 MISSING_VALIDATION_FRACTION = 0.1  # held out of train when a data folder has no validation file
 
 

@@ -44,6 +44,7 @@ from tunelab.nli.data import (
     load_run_rows,
     planned_train_rows,
     recipe_prompt,
+    say_extra_train_rows,
     tokenize_rows,
     warn_about_small_data,
 )
@@ -172,6 +173,7 @@ class NLIRun(PipelineRun):
         with self.watch.phase("load"):
             self.rows = load_run_rows(self.recipe, self.dir / "data", write=self.state.is_main_process)
         if self.state.is_main_process and "train" in self.recipe.stages:
+            say_extra_train_rows(self.recipe, self.rows)
             warn_about_small_data(self.recipe, self.rows)
 
     def load_tokenizer(self) -> None:
