@@ -85,9 +85,3 @@ def tiny_chat_run(tmp_path_factory, tiny_llama_dir):
     from chat_helpers import build_tiny_chat_run
 
     return build_tiny_chat_run(tiny_llama_dir, tmp_path_factory.mktemp("chat-runs"))
-
-
-def pytest_collection_modifyitems(config, items):
-    """The files holding a slow test first, each file's tests kept together and in order (see pyproject.toml)."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)

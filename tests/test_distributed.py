@@ -21,8 +21,6 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-pytestmark = pytest.mark.slow  # every test launches two training processes
-
 ROOT = Path(__file__).resolve().parents[1]
 PROCESSES = 2
 PER_DEVICE, ACCUMULATION = 4, 3  # 60 train rows: 15 batches, 8 per rank, 3 optimizer steps per epoch
@@ -185,7 +183,7 @@ def test_data_parallel_on_cpu(tiny_phi_dir, snli_dir, tmp_path):
     pytest.param("zero3.yaml", False, id="zero3"),
     pytest.param("zero3.yaml", True, id="zero3-qlora"),
     # DeepSpeed's CPU AdamW, weights and optimizer offloaded: ~45 s, ~2 min when cpu_adam is first compiled.
-    pytest.param("zero3_offload.yaml", False, id="zero3-offload"),
+    pytest.param("zero3_offload.yaml", False, id="zero3-offload", marks=pytest.mark.slow),
 ])
 def test_deepspeed_on_cpu(config, four_bit, tiny_phi_dir, snli_dir, tmp_path):
     extra = [] if four_bit else ["--load_in_4bit", "false"]

@@ -20,8 +20,6 @@ from transformers import AutoTokenizer
 from tunelab.nli.config import NLI_LABELS, NLIRecipe
 from tunelab.nli.data import load_nli_split, tokenize_rows
 
-pytestmark = pytest.mark.slow  # the two jobs load and train the real 135M-parameter model
-
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 # What the README prints for the embedded default (phi2_snli's LoRA r=32 on every projection of SmolLM2-135M).

@@ -244,7 +244,6 @@ def test_nli_qlora_under_fsdp2(tiny_phi_dir, snli_dir, tmp_path):
     check_nli_run(tmp_path, result, tiny_phi_dir, four_bit=True)
 
 
-@pytest.mark.slow
 def test_resume_under_fsdp2_matches_uninterrupted(lora_run, tiny_phi_dir, snli_dir, tmp_path):
     """Stopped mid-way through the second epoch (steps 4 to 6), then the same command again: the resumed
     run logs the uninterrupted run's losses and ends with its weights."""

@@ -9,8 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 KIT = ROOT / "benchmarks" / "gpu"
 OPTIONAL = ("deepspeed", "wandb", "gguf")
@@ -37,7 +35,6 @@ def hiding_sitecustomize(folder: Path, record: Path) -> Path:
     return folder
 
 
-@pytest.mark.slow
 def test_cpu_proof_runs_every_part_without_the_optional_packages(tmp_path):
     calls = tmp_path / "processes.txt"
     hide = hiding_sitecustomize(tmp_path / "hide", calls)

@@ -47,7 +47,6 @@ def reference_run(tiny_phi_dir, snli_dir, tmp_path_factory):
     return finished_state(output_dir / "reference")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_checkpoint_and_rerun_matches_uninterrupted(stop_signal, reference_run, tiny_phi_dir, snli_dir,
                                                                   tmp_path):

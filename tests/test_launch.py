@@ -50,7 +50,6 @@ def tiny(model_dir, data_dir, output_dir):
             "--validation_size", "none", "--test_stride", "1", "--test_size", "none", "--num_train_epochs", "1"]
 
 
-@pytest.mark.slow
 def test_pipeline_runs_each_stage_with_its_log(tiny_phi_dir, snli_dir, tmp_path):
     result = pipeline(*tiny(tiny_phi_dir, snli_dir, tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]

@@ -102,7 +102,6 @@ def run_env(**extra):
     return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1", **extra}
 
 
-@pytest.mark.slow
 def test_sigkill_then_rerun_resumes_and_matches(tiny_phi_dir, snli_dir, tmp_path):
     reference = subprocess.run(recipe_command(tiny_phi_dir, snli_dir, tmp_path, "reference"), cwd=ROOT,
                                env=run_env(), capture_output=True, text=True)

@@ -57,7 +57,6 @@ def test_another_grid_in_the_same_folder_is_refused(tmp_path):
         record_sweep(plan_sweep(RECIPE, ["--seed", "1,3"], tmp_path), tmp_path)
 
 
-@pytest.mark.slow
 def test_sweep_of_two_tiny_runs_resumes_after_an_interruption_and_reports(tiny_phi_dir, snli_dir, tmp_path, capsys):
     sweep_dir = tmp_path / "sweep"
     argv = [RECIPE, "--sweep_dir", str(sweep_dir), "--seed", "1,2", *tiny_args(tiny_phi_dir, snli_dir)]
