@@ -4,12 +4,16 @@ folders for `--dataset`, no premise shared between them. Writes only to OUT; the
     python benchmarks/real_snli_split.py ../shared/data/snli_1.0_dev_subset.jsonl /tmp/real
     python benchmarks/real_snli_split.py ../shared/data/snli_1.0_dev_subset.jsonl /tmp/real-fold1 --fold 1
     python benchmarks/real_snli_split.py ../shared/data/snli_1.0_dev_subset.jsonl /tmp/real-reversed --add_reversed
+    python benchmarks/real_snli_split.py ../shared/data/snli_1.0_dev_subset.jsonl /tmp/real1200-f8 \
+        --test_rows 100 --validation_rows 50 --fold 8
 
 Rows without a gold label ("-") are dropped; premises are shuffled with seed 0 and cut, whole premises with
-all their hypotheses, into blocks of 270 rows (the last block smaller). Fold K tests on block K, validates
-on the premises after it (100 rows, or a row more to keep a premise whole) and trains on the rest. The test
-rows of different folds never overlap: settings chosen by their test accuracy on one fold are confirmed on
-rows that played no part in choosing them.
+all their hypotheses, into blocks of 270 rows (`--test_rows`; the last block smaller). Fold K tests on block K, validates
+on the premises after it (100 rows, `--validation_rows`, or a row more to keep a premise whole) and trains
+on the rest. The test rows of different folds never overlap: settings chosen by their test accuracy on one
+fold are confirmed on rows that played no part in choosing them. Blocks of 100 test rows and 50 validation
+rows leave about 1,120 rows to train on, near the 1,200 of a user who trains on a whole subset like this one;
+the premises keep their order, so such blocks 8 to 12 hold the rows after the first three 270-row folds.
 
 `--add_reversed` also trains on each contradiction and entailment with premise and hypothesis swapped: a
 contradiction stays one, an entailment becomes neutral (a premise is rarely implied by its more general
@@ -23,12 +27,12 @@ import random
 from pathlib import Path
 
 LABELS = ("entailment", "neutral", "contradiction")
-TEST_ROWS, VALIDATION_ROWS = 270, 100
 KEPT_COLUMNS = ("sentence1", "sentence2", "gold_label", "annotator_labels")  # annotator_labels: --annotator_labels
 REVERSED_LABELS = {"contradiction": "contradiction", "entailment": "neutral"}
 
 
-def main(source: str, out: str, fold: int = 0, add_reversed: bool = False) -> None:
+def main(source: str, out: str, fold: int = 0, add_reversed: bool = False,
+         test_rows: int = 270, validation_rows: int = 100) -> None:
     rows = [json.loads(line) for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
     by_premise: dict[str, list[dict]] = {}
     for row in rows:
@@ -38,7 +42,7 @@ def main(source: str, out: str, fold: int = 0, add_reversed: bool = False) -> No
     random.Random(0).shuffle(premises)
     blocks: list[list[str]] = [[]]
     for premise in premises:
-        if sum(len(by_premise[p]) for p in blocks[-1]) >= TEST_ROWS:
+        if sum(len(by_premise[p]) for p in blocks[-1]) >= test_rows:
             blocks.append([])
         blocks[-1].append(premise)
     if not 0 <= fold < len(blocks):
@@ -48,7 +52,7 @@ def main(source: str, out: str, fold: int = 0, add_reversed: bool = False) -> No
     for premise in blocks[fold]:
         parts["test"] += by_premise[premise]
     for premise in after_test:
-        split = "validation" if len(parts["validation"]) < VALIDATION_ROWS else "train"
+        split = "validation" if len(parts["validation"]) < validation_rows else "train"
         parts[split] += by_premise[premise]
     if add_reversed:
         parts["train"] += [reversed_pair(row) for row in parts["train"] if row["gold_label"] in REVERSED_LABELS]
@@ -73,5 +77,9 @@ if __name__ == "__main__":
     parser.add_argument("--fold", type=int, default=0, help="which block of test rows (0 is the README's split)")
     parser.add_argument("--add_reversed", action="store_true",
                         help="also train on contradictions and entailments with premise and hypothesis swapped")
+    parser.add_argument("--test_rows", type=int, default=270, help="rows in each fold's test block")
+    parser.add_argument("--validation_rows", type=int, default=100, help="validation rows after the test block")
     args = parser.parse_args()
-    main(args.source, args.out, args.fold, args.add_reversed)
+    if args.test_rows < 1 or args.validation_rows < 1:
+        parser.error("--test_rows and --validation_rows must be at least 1")
+    main(args.source, args.out, args.fold, args.add_reversed, args.test_rows, args.validation_rows)

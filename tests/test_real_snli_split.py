@@ -70,3 +70,18 @@ def test_a_fold_past_the_last_block_names_the_range(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode != 0 and "--fold must be from 0 to 4" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_smaller_blocks_leave_more_rows_to_train_on(tmp_path):
+    parts = split(tmp_path, "--test_rows", "100", "--validation_rows", "50", "--fold", "3")
+    assert 100 <= len(parts["test"]) <= 102 and 50 <= len(parts["validation"]) <= 52
+    assert len(parts["train"]) == 1200 - 24 - len(parts["test"]) - len(parts["validation"])
+    assert not premises(parts["train"]) & (premises(parts["test"]) | premises(parts["validation"]))
+    fold4 = split(tmp_path / "4", "--test_rows", "100", "--validation_rows", "50", "--fold", "4")
+    assert not premises(fold4["test"]) & premises(parts["test"])
+
+
+def test_a_block_of_no_rows_is_refused(tmp_path):
+    command = [sys.executable, str(SCRIPT), str(write_source(tmp_path)), str(tmp_path / "out"), "--test_rows", "0"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode != 0 and "--test_rows and --validation_rows must be at least 1" in result.stderr
