@@ -10,25 +10,18 @@ of what an ensemble would gain, not a mode of tunelab: it trains nothing.
 """
 
 import argparse
-import csv
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from tunelab.errors import TunelabError
 from tunelab.nli.config import NLI_LABELS
 from tunelab.report.compare import interval_text
+from tunelab.report.nli import split_predictions
 from tunelab.stats import mcnemar, paired_intervals
 
 ROW = ("premise", "hypothesis", "gold")
-
-
-def read_predictions(run: Path, split: str) -> list[dict]:
-    path = run / "eval" / split / "predictions.csv"
-    if not path.is_file():
-        raise SystemExit(f"{path} is missing: give run folders whose {split} split was evaluated")
-    with path.open(encoding="utf-8", newline="") as file:
-        return list(csv.DictReader(file))
 
 
 def vote(rows: list[dict]) -> str:
@@ -42,7 +35,7 @@ def vote(rows: list[dict]) -> str:
 def main(runs: list[str], split: str) -> None:
     if len(runs) < 2:
         raise SystemExit("give at least two run folders to vote")
-    predictions = [read_predictions(Path(run), split) for run in runs]
+    predictions = [split_predictions(Path(run), split) for run in runs]
     keys = [[tuple(row[c] for c in ROW) for row in rows] for rows in predictions]
     if any(k != keys[0] for k in keys[1:]):
         raise SystemExit(f"the runs were not evaluated on the same {split} rows in the same order: use one --dataset")
@@ -68,4 +61,7 @@ if __name__ == "__main__":
     parser.add_argument("runs", nargs="+", help="run folders evaluated on the same rows")
     parser.add_argument("--split", default="test", help="the evaluated split to vote on")
     args = parser.parse_args()
-    main(args.runs, args.split)
+    try:
+        main(args.runs, args.split)
+    except TunelabError as error:
+        raise SystemExit(str(error)) from None

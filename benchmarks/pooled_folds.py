@@ -11,23 +11,16 @@ trained on such data), not of one model. A measurement, not a mode of tunelab: i
 """
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 
+from tunelab.errors import TunelabError
 from tunelab.metrics import HEADLINE_METRICS, METRIC_NAMES
 from tunelab.nli.config import NLI_LABELS
 from tunelab.report.compare import interval_text
+from tunelab.report.nli import split_predictions
 from tunelab.stats import paired_intervals
-
-
-def read_predictions(run: Path, split: str) -> list[dict]:
-    path = run / "eval" / split / "predictions.csv"
-    if not path.is_file():
-        raise SystemExit(f"{path} is missing: give run folders whose {split} split was evaluated")
-    with path.open(encoding="utf-8", newline="") as file:
-        return list(csv.DictReader(file))
 
 
 def codes(rows: list[dict], column: str) -> np.ndarray:
@@ -43,7 +36,7 @@ def scores(rows: list[dict]) -> dict:
 def main(runs: list[str], split: str) -> None:
     if len(runs) < 2:
         raise SystemExit("give at least two run folders, each tested on other rows")
-    folds = {run: read_predictions(Path(run), split) for run in runs}
+    folds = {run: split_predictions(Path(run), split) for run in runs}
     seen: dict[tuple[str, str], str] = {}
     for run, rows in folds.items():
         for row in rows:
@@ -67,4 +60,7 @@ if __name__ == "__main__":
     parser.add_argument("runs", nargs="+", help="run folders of the same settings, each tested on other rows")
     parser.add_argument("--split", default="test", help="the evaluated split to pool")
     args = parser.parse_args()
-    main(args.runs, args.split)
+    try:
+        main(args.runs, args.split)
+    except TunelabError as error:
+        raise SystemExit(str(error)) from None

@@ -1,6 +1,12 @@
-"""Command lines that run the real phi2_snli recipe on a tiny local model and data, sized for a test."""
+"""Command lines that run the real phi2_snli recipe on a tiny local model and data, sized for a test, and
+the files a run writes, for tests of what reads them."""
 
 from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from tunelab.report.nli import PREDICTION_COLUMNS
 
 
 def tiny_nli_argv(model_dir, data_dir, output_dir, *extra) -> list[str]:
@@ -10,3 +16,15 @@ def tiny_nli_argv(model_dir, data_dir, output_dir, *extra) -> list[str]:
             "--train_stride", "1", "--train_size", "none", "--validation_stride", "1", "--validation_size", "none",
             "--test_stride", "1", "--test_size", "none", "--learning_rate", "5e-3", "--num_train_epochs", "3",
             "--precision", "fp32", "--logging_steps", "2", *extra]
+
+
+def write_predictions(run_dir: Path, rows: list[tuple], split: str = "test") -> Path:
+    """RUN_DIR/eval/<split>/predictions.csv as a run writes it, one tuple a row in PREDICTION_COLUMNS' order
+    (premise, hypothesis, gold, baseline_pred, baseline_prob, finetuned_pred, finetuned_prob); returns RUN_DIR."""
+    folder = run_dir / "eval" / split
+    folder.mkdir(parents=True)
+    with (folder / "predictions.csv").open("w", encoding="utf-8", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(PREDICTION_COLUMNS)
+        writer.writerows(rows)
+    return run_dir

@@ -1,24 +1,18 @@
 """benchmarks/ensemble_vote.py on predictions.csv files the test writes: majority, tie-break, mismatched rows."""
 
-import csv
 import subprocess
 import sys
 from pathlib import Path
+
+from nli_helpers import write_predictions
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ensemble_vote.py"
 GOLD = ["entailment", "neutral", "contradiction", "entailment"]
 
 
 def write_run(folder: Path, predictions: list[tuple[str, float]], gold: list[str] = GOLD) -> Path:
-    split = folder / "eval" / "test"
-    split.mkdir(parents=True)
-    with (split / "predictions.csv").open("w", encoding="utf-8", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["premise", "hypothesis", "gold", "baseline_pred", "baseline_prob", "finetuned_pred",
-                         "finetuned_prob"])
-        for i, (label, (pred, prob)) in enumerate(zip(gold, predictions)):
-            writer.writerow([f"Premise {i}.", f"Hypothesis {i}.", label, "neutral", 0.4, pred, prob])
-    return folder
+    return write_predictions(folder, [(f"Premise {i}.", f"Hypothesis {i}.", label, "neutral", 0.4, pred, prob)
+                                      for i, (label, (pred, prob)) in enumerate(zip(gold, predictions))])
 
 
 def vote(*runs: Path) -> subprocess.CompletedProcess:

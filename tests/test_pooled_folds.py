@@ -1,24 +1,18 @@
 """benchmarks/pooled_folds.py on predictions.csv files the test writes: pooled figures, shared rows refused."""
 
-import csv
 import subprocess
 import sys
 from pathlib import Path
+
+from nli_helpers import write_predictions
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pooled_folds.py"
 
 
 def write_run(folder: Path, rows: list[tuple[str, str, str, str]]) -> Path:
     """rows: (premise, gold, baseline prediction, fine-tuned prediction)."""
-    split = folder / "eval" / "test"
-    split.mkdir(parents=True)
-    with (split / "predictions.csv").open("w", encoding="utf-8", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["premise", "hypothesis", "gold", "baseline_pred", "baseline_prob", "finetuned_pred",
-                         "finetuned_prob"])
-        for premise, gold, baseline, finetuned in rows:
-            writer.writerow([premise, "A hypothesis.", gold, baseline, 0.4, finetuned, 0.8])
-    return folder
+    return write_predictions(folder, [(premise, "A hypothesis.", gold, baseline, 0.4, finetuned, 0.8)
+                                      for premise, gold, baseline, finetuned in rows])
 
 
 def pool(*runs: Path) -> subprocess.CompletedProcess:

@@ -80,7 +80,7 @@ def _load_splits(eval_dir: Path) -> list[Split]:
         baseline, finetuned = folder / "baseline" / "metrics.json", folder / "finetuned" / "metrics.json"
         if baseline.is_file() and finetuned.is_file():
             splits.append(Split(folder.name, read_metrics(baseline), read_metrics(finetuned),
-                                _read_predictions(folder / "predictions.csv"), split_statistics(folder)))
+                                read_predictions(folder / "predictions.csv"), split_statistics(folder)))
     if not splits:
         raise TunelabError(
             f"no evaluation results in {eval_dir}: need eval/<split>/baseline/metrics.json and "
@@ -89,7 +89,8 @@ def _load_splits(eval_dir: Path) -> list[Split]:
     return splits
 
 
-def _read_predictions(path: Path) -> list[dict] | None:
+def read_predictions(path: Path) -> list[dict] | None:
+    """The rows of a run's eval/<split>/predictions.csv (PREDICTION_COLUMNS), or None when it is missing."""
     if not path.is_file():
         return None
     with path.open(encoding="utf-8", newline="") as file:
@@ -98,6 +99,15 @@ def _read_predictions(path: Path) -> list[dict] | None:
         if missing:
             raise TunelabError(f"{path} lacks the columns {', '.join(missing)}; rerun {PRODUCER}")
         return list(reader)
+
+
+def split_predictions(run_dir: Path, split: str) -> list[dict]:
+    """RUN_DIR/eval/<split>/predictions.csv's rows; a one-line error when the split was not evaluated."""
+    path = Path(run_dir) / "eval" / split / "predictions.csv"
+    rows = read_predictions(path)
+    if rows is None:
+        raise TunelabError(f"{path} is missing: give run folders whose {split} split was evaluated")
+    return rows
 
 
 # ---------------------------------------------------------------- the report, as blocks
