@@ -15,7 +15,7 @@ from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.utils import DistributedType
 
 from tunelab.errors import TunelabError
-from tunelab.launch.deepspeed_check import launched_zero_stage, validate_deepspeed_json
+from tunelab.runtime.deepspeed_check import launched_zero_stage, validate_deepspeed_json
 from tunelab.nli.trainer import training_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,7 +184,7 @@ def test_launched_zero_stage(environ, stage, monkeypatch):
 def test_launched_zero_stage_reads_what_accelerate_launch_passes(tmp_path):
     """The environment `accelerate launch --config_file zero3.yaml` gives its processes names the stage."""
     script = tmp_path / "stage.py"
-    script.write_text("from tunelab.launch.deepspeed_check import launched_zero_stage\n"
+    script.write_text("from tunelab.runtime.deepspeed_check import launched_zero_stage\n"
                       "print('STAGE', launched_zero_stage())\n")
     accelerate = Path(sys.executable).parent / "accelerate"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CUDA_VISIBLE_DEVICES": ""}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tunelab.errors import TunelabError
-from tunelab.launch.fsdp import check_fsdp_settings, launched_fsdp_version
+from tunelab.runtime.fsdp import check_fsdp_settings, launched_fsdp_version
 from tunelab.launch.plan import GPU_COUNTS, build_plan
 from tunelab.models import quant_storage
 from tunelab.nli.config import NLIRecipe
@@ -25,7 +25,7 @@ def test_fsdp2_yaml_reaches_the_processes_as_accelerate_fsdp2(tmp_path):
     rank-0 loading, transformer-layer wrapping, FSDP's own activation checkpointing off."""
     script = tmp_path / "plugin.py"
     script.write_text("from accelerate.utils import FullyShardedDataParallelPlugin\n"
-                      "from tunelab.launch.fsdp import launched_fsdp_version\n"
+                      "from tunelab.runtime.fsdp import launched_fsdp_version\n"
                       "p = FullyShardedDataParallelPlugin()\n"
                       "print('FSDP', launched_fsdp_version(), p.fsdp_version, p.state_dict_type.name,\n"
                       "      p.cpu_ram_efficient_loading, p.activation_checkpointing, p.reshard_after_forward,\n"

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-import tunelab.models
+import tunelab.runtime.precision
 from fake_gpu import FakeNVML
 from tunelab.config import parse_recipe
 from tunelab.errors import TunelabError
 from tunelab.launch.plan import build_plan
-from tunelab.models import compute_dtype
+from tunelab.runtime.precision import compute_dtype
 from tunelab.nli.config import NLIRecipe
 from tunelab.nli.pipeline import main
 from tunelab.profiles import Gpu, auto_profile, detect_gpus, resolve_profile
@@ -132,21 +132,21 @@ def test_auto_precision_measures_bf16_against_fp32_on_a_cpu_with_bf16_instructio
         assert instructions, "measured on a CPU that emulates bf16"
         return {torch.float32: fp32, torch.bfloat16: bf16}[dtype]
 
-    monkeypatch.setattr(tunelab.models, "cpu_has_bf16_instructions", lambda: instructions)
-    monkeypatch.setattr(tunelab.models, "training_matmul_seconds", timed)
-    tunelab.models.cpu_trains_faster_in_bf16.cache_clear()
+    monkeypatch.setattr(tunelab.runtime.precision, "cpu_has_bf16_instructions", lambda: instructions)
+    monkeypatch.setattr(tunelab.runtime.precision, "training_matmul_seconds", timed)
+    tunelab.runtime.precision.cpu_trains_faster_in_bf16.cache_clear()
     try:
-        assert tunelab.models.cpu_trains_faster_in_bf16() is expected
-        assert tunelab.models.cpu_trains_faster_in_bf16() is expected  # measured once: said once
+        assert tunelab.runtime.precision.cpu_trains_faster_in_bf16() is expected
+        assert tunelab.runtime.precision.cpu_trains_faster_in_bf16() is expected  # measured once: said once
     finally:
-        tunelab.models.cpu_trains_faster_in_bf16.cache_clear()
+        tunelab.runtime.precision.cpu_trains_faster_in_bf16.cache_clear()
     out = capsys.readouterr().out
     assert out.count("precision auto:") == (0 if said is None else 1)
     assert said is None or f"precision auto: {said}" in out
 
 
 def test_the_bf16_probe_times_a_real_training_pass():
-    seconds = [tunelab.models.training_matmul_seconds(dtype, repeats=2) for dtype in (torch.float32, torch.bfloat16)]
+    seconds = [tunelab.runtime.precision.training_matmul_seconds(dtype, repeats=2) for dtype in (torch.float32, torch.bfloat16)]
     assert all(0 < s < 10 for s in seconds)
 
 
@@ -158,7 +158,7 @@ def test_the_bf16_probe_times_a_real_training_pass():
 ])
 def test_auto_precision_on_a_cpu(native_bf16, world_size, deepspeed, expected, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(tunelab.models, "cpu_trains_faster_in_bf16", lambda: native_bf16)
+    monkeypatch.setattr(tunelab.runtime.precision, "cpu_trains_faster_in_bf16", lambda: native_bf16)
     monkeypatch.setenv("WORLD_SIZE", world_size)
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", deepspeed)
     assert compute_dtype("auto") == expected

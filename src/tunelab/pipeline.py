@@ -38,7 +38,7 @@ from tunelab.console import say
 from tunelab.divergence import StopOnDivergence
 from tunelab.errors import TrainingInterrupted, TunelabError
 from tunelab.interrupts import StopOnSignal, interruptible
-from tunelab.launch.fsdp import check_fsdp_settings, save_trained_adapter
+from tunelab.runtime.fsdp import check_fsdp_settings, save_trained_adapter
 from tunelab.models import parameter_counts
 from tunelab.monitoring import ResourceMonitor
 from tunelab.network import go_offline_unless_hub_reachable

@@ -12,7 +12,7 @@ from torch.utils.data import Sampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from tunelab.config import Recipe
-from tunelab.models import compute_dtype
+from tunelab.runtime.precision import compute_dtype
 
 
 class EpochSeededSampler(Sampler):

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from tunelab.bench.variants import Variant
 from tunelab.config import load_recipe
 from tunelab.console import say
-from tunelab.models import compute_dtype, load_tokenizer
+from tunelab.models import load_tokenizer
+from tunelab.runtime.precision import compute_dtype
 from tunelab.nli.config import NLI_LABELS, NLIRecipe
 from tunelab.nli.data import load_nli_split, recipe_prompt, tokenize_rows
 from tunelab.nli.trainer import NLICollator, answer_room, label_token_ids

@@ -41,7 +41,7 @@ from tunelab.chat.data import load_chat_split
 from tunelab.chat.format import labels_from_masks, prepare_chat_tokenizer, tokenize_chat
 from tunelab.console import say
 from tunelab.errors import TrainingDiverged, TunelabError
-from tunelab.launch.fsdp import FSDPOnCPU, is_sharded_by_fsdp
+from tunelab.runtime.fsdp import FSDPOnCPU, is_sharded_by_fsdp
 from tunelab.models import load_model, load_tokenizer
 from tunelab.pipeline import (
     MODELS,

@@ -14,7 +14,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.pytorch_utils import Conv1D
 
-from tunelab.models import compute_dtype
+from tunelab.runtime.precision import compute_dtype
 from tunelab.nli.config import NLIRecipe
 
 TYPICAL_TOKENS = 128  # an NLI prompt is 40-120 tokens; the estimate assumes this many per example

@@ -88,7 +88,7 @@ def main(recipe: NLIRecipe, callbacks: Sequence[TrainerCallback] = ()) -> Path:
 # ---------------------------------------------------------------------------- stages (train: tunelab.pipeline)
 
 def check_stages_fit_deepspeed(stages: list[str]) -> None:
-    from tunelab.launch.deepspeed_check import launched_zero_stage
+    from tunelab.runtime.deepspeed_check import launched_zero_stage
 
     evaluation_only = "train" not in stages and {"baseline", "evaluate"} & set(stages)
     if evaluation_only and launched_zero_stage() in (1, 2):

@@ -31,7 +31,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import has_length
 
 from tunelab.errors import TunelabError
-from tunelab.launch.fsdp import FSDPOnCPU
+from tunelab.runtime.fsdp import FSDPOnCPU
 from tunelab.nli.config import NLIRecipe
 from tunelab.training import LoraPlusOptimizer, ResumableLengthGrouping, training_kwargs
 
