@@ -9,7 +9,7 @@ The evaluation rows are kept in RUN_DIR/data/<split>.jsonl with the settings tha
 to compare evaluations of different rows.
 """
 
-from tunelab.nli import run
+from tunelab.launch.recipe import run
 from tunelab.nli.config import NLIRecipe
 
 RECIPE = NLIRecipe(

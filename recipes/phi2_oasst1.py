@@ -14,8 +14,8 @@ EOS token closing each assistant turn. Then:
 Override any field on the command line (`--max_steps 100`) or from a YAML file (`--config`).
 """
 
-from tunelab.chat import run
 from tunelab.chat.config import ChatRecipe
+from tunelab.launch.recipe import run
 
 RECIPE = ChatRecipe(
     run_name="phi2_oasst1",

@@ -6,7 +6,7 @@
 Override any field on the command line (`--learning_rate 1e-4`) or from a YAML file (`--config`).
 """
 
-from tunelab.nli import run
+from tunelab.launch.recipe import run
 from tunelab.nli.config import NLIRecipe
 
 RECIPE = NLIRecipe(

@@ -12,12 +12,13 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from fake_gpu import FakeCuda, FakeCudaDevice, FakeGpu, FakeNVML
+from tunelab.architectures import published_config
 from tunelab.flops import flops_per_token, non_embedding_parameters, peak_flops
 from tunelab.models import load_model
 from tunelab.monitoring import DeviceProbe, ResourceMonitor
 from tunelab.nli.config import NLIRecipe
 from tunelab.summary import format_summary
-from tunelab.tiny_models import published_config, tiny_config
+from tunelab.tiny_models import tiny_config
 
 A100 = "NVIDIA A100-SXM4-80GB"
 

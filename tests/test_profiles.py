@@ -8,10 +8,10 @@ from fake_gpu import FakeNVML
 from tunelab.config import parse_recipe
 from tunelab.errors import TunelabError
 from tunelab.launch.plan import build_plan
-from tunelab.runtime.precision import compute_dtype
+from tunelab.launch.recipe import run
 from tunelab.nli.config import NLIRecipe
-from tunelab.nli.pipeline import main
 from tunelab.profiles import Gpu, auto_profile, detect_gpus, resolve_profile
+from tunelab.runtime.precision import compute_dtype
 
 RECIPE = NLIRecipe(run_name="demo", per_device_train_batch_size=8, gradient_accumulation_steps=1)
 
@@ -112,8 +112,8 @@ def test_plan_for_phi2_offline_counts_the_real_architecture():
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tiny_phi_dir, snli_dir, tmp_path, capsys):
-    main(parse_recipe(RECIPE, ["--dry_run", "--model_name_or_path", str(tiny_phi_dir), "--dataset", str(snli_dir),
-                               "--output_dir", str(tmp_path), "--lora_target_modules", "q_proj,fc1"]))
+    run(RECIPE, ["--dry_run", "--model_name_or_path", str(tiny_phi_dir), "--dataset", str(snli_dir),
+                 "--output_dir", str(tmp_path), "--lora_target_modules", "q_proj,fc1"])
     out = capsys.readouterr().out
     assert "effective batch 8 = per-device 8 × accumulation 1 × 1 process(es)" in out
     assert "training rows: 60; optimizer steps: 24" in out

@@ -8,8 +8,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.pytorch_utils import Conv1D
 
+from tunelab.architectures import meta_parameter_count, published_config
 from tunelab.errors import TunelabError
-from tunelab.tiny_models import build_tiny_model, meta_parameter_count, published_config
+from tunelab.tiny_models import build_tiny_model
 
 GPT2_VOCAB = 50257
 HELLO_WORLD_IDS = [15496, 995]

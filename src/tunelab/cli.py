@@ -7,8 +7,6 @@ shows the traceback instead. A run stopped by a signal after saving a checkpoint
 from __future__ import annotations
 
 import argparse
-import os
-import runpy
 import sys
 
 from tunelab.config import load_recipe
@@ -58,16 +56,18 @@ def main(argv: list[str] | None = None) -> None:
                                       "array, then the sweep report (tunelab sweep --help)", add_help=False)
     sweep_report = commands.add_parser("sweep-report", help="rebuild the report of a sweep: tunelab sweep-report SWEEP_DIR")
     sweep_report.add_argument("sweep_dir")
+    init = commands.add_parser("init", help="copy the recipes, accelerate configs and Slurm templates into DIR "
+                                            "to edit there (tunelab then uses them when run from DIR)")
+    init.add_argument("dir")
     embedded = commands.add_parser("prepare-embedded", help="convert the offline default model once (smollm2-135m)")
     embedded.add_argument("name", nargs="?", default="smollm2-135m")
     args, rest = parser.parse_known_args(argv)
 
     with exit_on_error(debug="--debug" in rest):
-        if args.command in ("run", "plan", "launch") and not os.path.isfile(args.recipe):
-            raise TunelabError(f"recipe file {args.recipe} does not exist: see recipes/ for the recipes")
         if args.command in ("run", "plan"):
-            sys.argv = [args.recipe, *rest, *(["--dry_run"] if args.command == "plan" else [])]
-            runpy.run_path(args.recipe, run_name="__main__")
+            from tunelab.launch.recipe import run_file
+
+            run_file(args.recipe, [*rest, *(["--dry_run"] if args.command == "plan" else [])])
             return
         if args.command == "launch":
             from tunelab.launch.accelerate import launch_recipe
@@ -109,6 +109,11 @@ def main(argv: list[str] | None = None) -> None:
             from tunelab.chat.serve import chat_command
 
             chat_command(args.run_dir, args.use, args.max_new_tokens, args.temperature, args.system, args.threads)
+        elif args.command == "init":
+            from tunelab.resources import init_project
+
+            copied = init_project(args.dir)
+            print(f"Copied {len(copied)} files into {args.dir}: recipes/, accelerate_configs/, slurm/")
         elif args.command == "prepare-embedded":
             from tunelab.embedded import embedded_model_path
 

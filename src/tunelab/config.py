@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
-import os
 import re
 import runpy
 import sys
@@ -23,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from tunelab.console import quiet_third_party
-from tunelab.errors import TunelabError, exit_on_error
+from tunelab.errors import TunelabError
+from tunelab.resources import find_file
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 STAGES = ("baseline", "train", "evaluate", "report")
@@ -77,6 +75,11 @@ class Recipe:
                                   "AVX512-BF16 or AMX; else fp32)"})
     gradient_checkpointing: bool = field(default=False, metadata={
         "group": "model", "help": "recompute activations in the backward pass: less memory, slower steps"})
+
+    # Data: every recipe reads a dataset and cuts examples to max_length (each kind sets its own defaults)
+    dataset: str = field(default="starter", metadata={
+        "group": "data", "help": "starter (the offline set), a local folder or a Hub id"})
+    max_length: int = field(default=256, metadata={"group": "data", "help": "tokens per example; longer ones are cut"})
 
     # LoRA
     lora_r: int = field(default=16, metadata={"group": "LoRA", "help": "rank of the LoRA matrices"})
@@ -187,11 +190,12 @@ class SettingsError(TunelabError):
 
 # ---------------------------------------------------------------------------- parsing
 
-def parse_recipe(defaults: Recipe, argv: list[str]) -> Recipe:
+def parse_recipe(defaults: Recipe, argv: list[str], prog: str | None = None) -> Recipe:
     """Apply `--config FILE.yaml` (if given) and then `--field value` overrides to `defaults`.
 
     `--help` prints every setting with the value the rest of the command line gives it (the recipe's
-    where that does not parse) and exits. Every problem found (unknown or mistyped keys, out-of-range
+    where that does not parse) and exits; `prog` names the command in its usage line (default: sys.argv[0]).
+    Every problem found (unknown or mistyped keys, out-of-range
     values) is reported at once, in one SettingsError.
     """
     if "--help" in argv or "-h" in argv:
@@ -199,7 +203,7 @@ def parse_recipe(defaults: Recipe, argv: list[str]) -> Recipe:
             shown = parse_recipe(defaults, [arg for arg in argv if arg not in ("--help", "-h")])
         except SettingsError:
             shown = defaults
-        print(settings_help(shown))
+        print(settings_help(shown, prog))
         raise SystemExit(0)
     problems: list[str] = []
     config_file, overrides = _split_argv(argv, problems)
@@ -223,9 +227,9 @@ def parse_recipe(defaults: Recipe, argv: list[str]) -> Recipe:
 GROUPS = ("model", "LoRA", "data", "optimisation", "run")
 
 
-def settings_help(recipe: Recipe) -> str:
+def settings_help(recipe: Recipe, prog: str | None = None) -> str:
     """Every setting of `recipe` by group: `--name TYPE (default: the recipe's value)` and its help."""
-    lines = [f"usage: {sys.argv[0]} [--config FILE.yaml] [--SETTING VALUE ...] [--help]\n\n"
+    lines = [f"usage: {prog or sys.argv[0]} [--config FILE.yaml] [--SETTING VALUE ...] [--help]\n\n"
              f"Settings of {recipe.run_name} ({type(recipe).__name__}); each default is the value this command "
              "line gives it: the recipe's, then a --config YAML file's (setting: value), then the other options."]
     fields = dataclasses.fields(recipe)
@@ -281,7 +285,7 @@ def _split_argv(argv: list[str], problems: list[str]) -> tuple[str | None, dict[
 
 def _read_yaml(path: str) -> dict[str, object]:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = find_file(path).read_text(encoding="utf-8")
     except OSError as error:
         raise TunelabError(f"cannot read config file {path}: {error.strerror}") from None
     try:
@@ -360,19 +364,23 @@ def _describe(target: object) -> str:
     return {bool: "true or false", int: "a whole number", float: "a number", str: "text"}.get(target, str(target))
 
 
-def run_recipe(defaults: Recipe, argv: list[str] | None, pipeline: str) -> None:
-    """A recipe file's entry point: parse the overrides, then run `main` of the pipeline module named;
-    errors end on one line. The settings are checked before that module is imported, so a mistake or
-    --help answers at once, not after the seconds torch and transformers take to load."""
-    argv = sys.argv[1:] if argv is None else argv
-    quiet_third_party(debug="--debug" in argv)
-    with exit_on_error(debug="--debug" in argv):
-        recipe = parse_recipe(defaults, argv)
-        importlib.import_module(pipeline).main(recipe)
+def read_recipe(path: str) -> Recipe:
+    """The RECIPE a recipe file defines: `path` from the working directory, else tunelab's packaged copy
+    (tunelab.resources). Its `__main__` block does not run."""
+    recipe = runpy.run_path(str(recipe_file(path))).get("RECIPE")
+    if not isinstance(recipe, Recipe):
+        raise TunelabError(f"recipe file {path} defines no RECIPE: assign the recipe's settings to RECIPE")
+    return recipe
 
 
-def load_recipe(path: str, argv: list[str]):
-    """The RECIPE a recipe file defines, with command-line settings applied."""
-    if not os.path.isfile(path):
+def recipe_file(path: str) -> Path:
+    """The recipe file `path` names: from the working directory, else tunelab's packaged copy."""
+    found = find_file(path)
+    if not found.is_file():
         raise TunelabError(f"recipe file {path} does not exist: see recipes/ for the recipes")
-    return parse_recipe(runpy.run_path(path)["RECIPE"], argv)
+    return found
+
+
+def load_recipe(path: str, argv: list[str]) -> Recipe:
+    """The RECIPE a recipe file defines, with command-line settings applied."""
+    return parse_recipe(read_recipe(path), argv, prog=path)

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.errors import TunelabError
+from tunelab.resources import cache_root
 
 COMPLETE_MARKER = ".complete"
 PARTIAL_PREFIX = ".partial-"
-DEFAULT_CACHE = Path("~/.cache/tunelab")
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,6 @@ def embedded_model_path(name: str) -> Path:
         if not _is_complete(target):
             _convert_into_place(model, gguf_path, target)
     return target
-
-
-def cache_root() -> Path:
-    """Where tunelab caches converted models: ``$TUNELAB_CACHE`` or ``~/.cache/tunelab``."""
-    return Path(os.environ.get("TUNELAB_CACHE") or DEFAULT_CACHE).expanduser()
 
 
 def _lookup(name: str) -> EmbeddedModel:

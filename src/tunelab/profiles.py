@@ -15,8 +15,7 @@ from pathlib import Path
 
 from tunelab.console import say
 from tunelab.errors import TunelabError
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "accelerate_configs"
+from tunelab.resources import find_file
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,8 @@ class Profile:
 
     @property
     def config_path(self) -> Path:
-        return CONFIG_DIR / self.accelerate_config
+        """accelerate_configs/<file> of the working directory, else the packaged copy."""
+        return find_file(Path("accelerate_configs") / self.accelerate_config).resolve()
 
 
 PROFILES = {p.name: p for p in (
@@ -122,7 +122,7 @@ def check_hardware(profile: Profile, gpus: list[Gpu]) -> None:
                            "use --profile vgpu36 (fp16) or --precision fp16")
     if not profile.config_path.exists():
         raise TunelabError(f"profile {profile.name} needs {profile.config_path}, which is missing: restore it "
-                           "from the repository")
+                           "(tunelab init DIR copies the packaged configs)")
 
 
 def process_count(profile: Profile, gpus: list[Gpu]) -> int:

@@ -17,7 +17,8 @@ from transformers import AutoTokenizer
 from tunelab.config import parse_recipe
 from tunelab.errors import TunelabError
 from tunelab.nli.data import load_nli_split, load_nli_splits, planned_train_rows
-from tunelab.nli.pipeline import main, print_plan
+from tunelab.launch.recipe import run
+from tunelab.nli.pipeline import main
 from tunelab.nli.starter_data import MISMATCHED_PHENOMENA, generate_starter_mnli
 from tunelab.rundir import read_jsonl
 
@@ -73,7 +74,7 @@ def test_recipe_defaults_are_the_reference_run():
 
 
 def test_plan_shows_the_reference_batch_and_rows_offline(capsys):
-    print_plan(RECIPE)
+    run(RECIPE, ["--dry_run"])
     plan = capsys.readouterr().out
     assert "effective batch 36 = per-device 6 × accumulation 6" in plan
     assert "training rows: 45000; optimizer steps: 3750" in plan

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import random
 import shutil
 import sys
@@ -14,15 +13,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from tunelab.architectures import published_config
 from tunelab.bench.variants import Variant
 from tunelab.config import load_recipe
 from tunelab.console import say
 from tunelab.models import load_tokenizer
-from tunelab.runtime.precision import compute_dtype
 from tunelab.nli.config import NLI_LABELS, NLIRecipe
 from tunelab.nli.data import load_nli_split, recipe_prompt, tokenize_rows
 from tunelab.nli.trainer import NLICollator, answer_room, label_token_ids
-from tunelab.tiny_models import load_gpt2_tokenizer, published_config
+from tunelab.resources import cache_root
+from tunelab.runtime.precision import compute_dtype
+from tunelab.tiny_models import load_gpt2_tokenizer
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,9 @@ def workload_recipe(workload: Workload, args: argparse.Namespace) -> NLIRecipe:
     argv = list(workload.overrides)
     if args.dataset:
         argv += ["--dataset", args.dataset, *ALL_ROWS]
-    recipe = load_recipe(str(project_root() / workload.recipe_file), argv)
+    recipe = load_recipe(workload.recipe_file, argv)
     model = args.model or (published_model(workload.published, args.layers, recipe) if workload.published else None)
     return replace(recipe, model_name_or_path=str(model)) if model else recipe
-
-
-def project_root() -> Path:
-    return Path(__file__).resolve().parents[3]
 
 
 def published_model(name: str, layers: int | None, recipe: NLIRecipe) -> Path:
@@ -65,8 +62,7 @@ def published_model(name: str, layers: int | None, recipe: NLIRecipe) -> Path:
     config = published_config(name)
     config.num_hidden_layers = layers or config.num_hidden_layers
     dtype = compute_dtype(recipe.precision)
-    cache = Path(os.environ.get("TUNELAB_CACHE", Path.home() / ".cache" / "tunelab"))
-    folder = cache / "bench" / f"{name}-{config.num_hidden_layers}layers-{str(dtype).removeprefix('torch.')}"
+    folder = cache_root() / "bench" / f"{name}-{config.num_hidden_layers}layers-{str(dtype).removeprefix('torch.')}"
     if not folder.exists():
         say(f"building {name} with {config.num_hidden_layers} layers and random weights in {folder}", stream=sys.stderr)
         torch.manual_seed(0)

@@ -26,13 +26,13 @@ Sources, by a chat recipe's `dataset` field:
 
 from __future__ import annotations
 
-import os
 import random
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
 from tunelab.errors import TunelabError
+from tunelab.resources import cache_root
 from tunelab.rundir import read_jsonl, write_jsonl
 
 OASST_ROLES = {"prompter": "user", "assistant": "assistant"}
@@ -151,8 +151,7 @@ def _load_from_hub(dataset: str, split: str) -> list[dict]:
 
 def starter_oasst_dir() -> Path:
     """The offline starter trees, written once into the tunelab cache."""
-    cache = Path(os.environ.get("TUNELAB_CACHE", Path.home() / ".cache" / "tunelab"))
-    folder = cache / "data" / "starter_oasst"
+    folder = cache_root() / "data" / "starter_oasst"
     if not all((folder / f"{split}.jsonl").exists() for split in STARTER_SPLITS):
         write_starter_oasst(folder)
     return folder

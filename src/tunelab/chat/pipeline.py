@@ -61,9 +61,6 @@ CHAT_INFO = "tunelab_chat.json"
 def main(recipe: ChatRecipe, callbacks: Sequence[TrainerCallback] = ()) -> Path:
     """Run the recipe's stages in order; returns the run directory."""
     process_state()
-    if recipe.dry_run:
-        print_plan(recipe)
-        return recipe.run_dir
     stages = {"baseline": evaluate_baseline, "train": train, "evaluate": evaluate_finetuned,
               "report": write_run_report}
     return run_stages(ChatRun, recipe, callbacks, stages)
@@ -321,10 +318,8 @@ def write_side_by_side(eval_dir: Path) -> None:
         atomic_write_text(eval_dir / "replies.csv", to_csv(rows))
 
 
-def print_plan(recipe: ChatRecipe) -> None:
-    from tunelab.launch.plan import build_plan, format_plan
-
+def plan_train_rows(recipe: ChatRecipe) -> int | None:
+    """The training conversations for the run plan: counted where the data is local, else the recipe's cap."""
     local = recipe.dataset == "starter" or Path(recipe.dataset).expanduser().exists()
-    rows = (len(load_chat_split(recipe.dataset, recipe.train_split, recipe.language, recipe.train_size))
+    return (len(load_chat_split(recipe.dataset, recipe.train_split, recipe.language, recipe.train_size))
             if local else recipe.train_size)
-    say(format_plan(build_plan(recipe, world_size=PartialState().num_processes, train_rows=rows)))

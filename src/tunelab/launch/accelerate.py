@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+from tunelab.config import recipe_file
 from tunelab.console import say
 from tunelab.profiles import (
     auto_profile,
@@ -16,6 +19,7 @@ from tunelab.profiles import (
     get_profile,
     process_count,
 )
+from tunelab.resources import find_file
 
 
 def launch_command(recipe_path: str, argv: list[str], gpus=None) -> tuple[list[str], dict[str, str]]:
@@ -25,14 +29,22 @@ def launch_command(recipe_path: str, argv: list[str], gpus=None) -> tuple[list[s
     profile = auto_profile(gpus)[0] if profile_name == "auto" else get_profile(profile_name)
     check_hardware(profile, gpus)
     accelerate = str(Path(sys.executable).with_name("accelerate"))
-    command = [accelerate, "launch", "--config_file", str(profile.config_path)]
+    command = [accelerate, "launch", "--config_file", str(profile.config_path), *deepspeed_file(profile.config_path)]
     if profile.processes is None:
         command += ["--num_processes", str(process_count(profile, gpus))]
-    command += [recipe_path, "--profile", profile.name, *argv]
+    command += [str(recipe_file(recipe_path)), "--profile", profile.name, *argv]
     # Two CPU processes need accelerate's GPU code path told to stay on the CPU (its MULTI_CPU path
     # starts a single process unless run through mpirun).
     env = {} if profile.needs_gpu else {"ACCELERATE_USE_CPU": "true"}
     return command, env
+
+
+def deepspeed_file(config_path: Path) -> list[str]:
+    """`--deepspeed_config_file PATH` for a config that names one: the path in the YAML is relative to the
+    working directory, where a packaged config's JSON is not."""
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    named = (config.get("deepspeed_config") or {}).get("deepspeed_config_file")
+    return ["--deepspeed_config_file", str(find_file(named))] if named else []
 
 
 def launch_recipe(recipe_path: str, argv: list[str]) -> None:

@@ -125,7 +125,7 @@ def _lora_parameters(model: torch.nn.Module, targets: list[str], rank: int) -> i
 
 def _model_config(name_or_path: str):
     from tunelab.models import resolve_model_path
-    from tunelab.tiny_models import published_config
+    from tunelab.architectures import published_config
 
     try:
         return AutoConfig.from_pretrained(resolve_model_path(name_or_path), local_files_only=True)

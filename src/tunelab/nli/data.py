@@ -31,6 +31,7 @@ from datasets import Dataset
 from tunelab.console import say
 from tunelab.errors import TunelabError
 from tunelab.nli.config import NLI_LABELS, PROMPT_TEMPLATE, NLIRecipe
+from tunelab.resources import cache_root
 from tunelab.rundir import atomic_write_json, atomic_write_text, read_jsonl
 
 NO_GOLD_LABELS = (-1, "-", "", None)
@@ -289,7 +290,7 @@ def starter_data_dir(name: str = "starter") -> Path:
         write_starter_nli,
     )
 
-    folder = Path(os.environ.get("TUNELAB_CACHE", Path.home() / ".cache" / "tunelab")) / "data" / STARTER_SETS[name]
+    folder = cache_root() / "data" / STARTER_SETS[name]
     generate, last_file = {"starter": (generate_starter_nli, "test.jsonl"),
                            "starter_mnli": (generate_starter_mnli, "validation_mismatched.jsonl")}[name]
     if not (folder / last_file).exists():

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import PartialState
 from transformers import TrainerCallback
 
 from tunelab.console import say
@@ -72,9 +71,6 @@ from tunelab.rundir import atomic_write_json, atomic_write_text, read_csv
 def main(recipe: NLIRecipe, callbacks: Sequence[TrainerCallback] = ()) -> Path:
     """Run the recipe's stages in order; returns the run directory."""
     process_state()
-    if recipe.dry_run:
-        print_plan(recipe)
-        return recipe.run_dir
     check_stages_fit_deepspeed(recipe.stages)
     # The baseline is scored after training when both run in this process: Trainer.predict before
     # train() leaves the model marked as prepared, so train() would skip the DDP wrapper (ranks would
@@ -282,13 +278,10 @@ class NLIRun(PipelineRun):
                 "eval_rows": {split: len(self.rows[split]) for split in self.recipe.test_splits}}
 
 
-def print_plan(recipe: NLIRecipe) -> None:
-    from tunelab.launch.plan import build_plan, format_plan
-
+def plan_train_rows(recipe: NLIRecipe) -> int | None:
+    """The training rows for the run plan: counted where the data is local, else as the recipe plans them."""
     local_data = recipe.dataset in STARTER_SETS or Path(recipe.dataset).expanduser().exists()
-    train_rows = len(load_nli_split(recipe, recipe.train_split)) if local_data else planned_train_rows(recipe)
-    world_size = PartialState().num_processes
-    say(format_plan(build_plan(recipe, world_size=world_size, train_rows=train_rows)))
+    return len(load_nli_split(recipe, recipe.train_split)) if local_data else planned_train_rows(recipe)
 
 
 def predict(trainer: NLITrainer, dataset, name: str = "") -> np.ndarray:

@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from tunelab.config import load_recipe
+from tunelab.config import load_recipe, recipe_file
 from tunelab.console import say
 from tunelab.errors import TunelabError
 from tunelab.rundir import atomic_write_json
@@ -77,7 +77,7 @@ def plan_sweep(recipe_path: str, overrides: list[str], sweep_dir: Path) -> dict:
         arguments = [*fixed, *itertools.chain.from_iterable((f"--{k}", v) for k, v in settings.items())]
         load_recipe(recipe_path, [*arguments, "--output_dir", str(sweep_dir), "--run_name", name])  # bad input: now
         runs.append({"name": name, "settings": settings, "arguments": arguments})
-    return {"recipe": str(Path(recipe_path).resolve()), "fixed": fixed, "grid": grid, "runs": runs}
+    return {"recipe": str(recipe_file(recipe_path).resolve()), "fixed": fixed, "grid": grid, "runs": runs}
 
 
 def record_sweep(sweep: dict, sweep_dir: Path) -> None:

@@ -10,12 +10,10 @@ from pathlib import Path
 
 from tunelab.console import say
 from tunelab.errors import INTERRUPTED_EXIT_CODE, TrainingInterrupted, TunelabError
+from tunelab.resources import package_parent, project_root
 from tunelab.rundir import atomic_write_text
 from tunelab.sweep.grid import finished, parse_sweep_args, plan_sweep, record_sweep
 from tunelab.sweep.report import write_sweep_report
-
-REPO = Path(__file__).resolve().parents[3]
-
 
 def sweep_command(argv: list[str]) -> Path:
     """`tunelab sweep`: plan, run (here or on Slurm) and report; returns the sweep directory."""
@@ -81,28 +79,29 @@ def write_task_files(sweep: dict, sweep_dir: Path) -> list[int]:
 def submit_to_slurm(sweep: dict, sweep_dir: Path, sbatch_flags: list[str]) -> None:
     """One array task per unfinished run, then a job that writes the report once the array has ended."""
     pending = write_task_files(sweep, sweep_dir)
-    source = str(REPO / "src")
-    environment = {**os.environ, "SWEEP_DIR": str(sweep_dir.resolve()), "REPO_DIR": str(REPO),
+    project = project_root("slurm")  # the working directory's slurm/, accelerate_configs/ ..., else the packaged
+    source = str(package_parent())  # the jobs import this tunelab
+    environment = {**os.environ, "SWEEP_DIR": str(sweep_dir.resolve()), "REPO_DIR": str(project),
                    "PYTHONPATH": os.pathsep.join(filter(None, (source, os.environ.get("PYTHONPATH"))))}
     if sys.prefix != sys.base_prefix:
         environment.setdefault("VENV", sys.prefix)
     dependency = []
     if pending:
-        array = sbatch(["--array=" + ",".join(map(str, pending)), *sbatch_flags, str(REPO / "slurm" / "sweep.sbatch")],
-                       environment)
+        array = sbatch(["--array=" + ",".join(map(str, pending)), *sbatch_flags, str(project / "slurm" / "sweep.sbatch")],
+                       environment, project)
         say(f"Submitted job array {array}: {len(pending)} run(s) of {len(sweep['runs'])} in {sweep_dir}")
         dependency = [f"--dependency=afterany:{array}"]
     report_command = shlex.join([sys.executable, "-m", "tunelab.cli", "sweep-report", str(sweep_dir.resolve())])
     report_flags = [flag for flag in sbatch_flags if flag.split("=")[0] in ("--time", "--partition")]
     job = sbatch([*dependency, "--job-name=tunelab-sweep-report", "--ntasks=1", "--cpus-per-task=1",
                   "--gpus-per-node=0", *report_flags, f"--output={sweep_dir.resolve()}/slurm-sweep-report-%j.out",
-                  f"--wrap={report_command}"], environment)
+                  f"--wrap={report_command}"], environment, project)
     say(f"Submitted job {job}: the sweep report, once the runs have ended ({sweep_dir / 'report' / 'report.md'})")
 
 
-def sbatch(arguments: list[str], environment: dict[str, str]) -> str:
+def sbatch(arguments: list[str], environment: dict[str, str], project: Path) -> str:
     try:
-        result = subprocess.run(["sbatch", "--parsable", *arguments], env=environment, cwd=REPO,
+        result = subprocess.run(["sbatch", "--parsable", *arguments], env=environment, cwd=project,
                                 capture_output=True, text=True, timeout=120)
     except FileNotFoundError as error:
         raise TunelabError("sbatch not found: --slurm needs Slurm's commands on this machine") from error

@@ -1,0 +1,57 @@
+"""Running a recipe: the one path that `tunelab run`, `tunelab plan` and a recipe file's `__main__` take.
+
+A recipe file ends with `run(RECIPE)`; `tunelab run FILE` reads the file's RECIPE (tunelab.config.read_recipe,
+which `run-dir`, `sweep` and `bench` use as well) and calls the same `run`. The settings are parsed and checked
+first, and only then is the pipeline imported, so a mistake or --help answers at once, not after the seconds
+torch and transformers take to load.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tunelab.chat.config import ChatRecipe
+from tunelab.config import Recipe, parse_recipe, read_recipe
+from tunelab.console import quiet_third_party, say
+from tunelab.errors import TunelabError, exit_on_error
+from tunelab.nli.config import NLIRecipe
+
+
+def run(defaults: Recipe, argv: list[str] | None = None, prog: str | None = None) -> Path | None:
+    """Parse the settings over `defaults`, then print the plan (--dry_run) or run the recipe's pipeline;
+    returns the run directory (None for a plan). Errors end on one line."""
+    argv = sys.argv[1:] if argv is None else argv
+    quiet_third_party(debug="--debug" in argv)
+    with exit_on_error(debug="--debug" in argv):
+        recipe = parse_recipe(defaults, argv, prog)
+        pipeline = pipeline_for(recipe)
+        if recipe.dry_run:
+            print_plan(recipe, pipeline.plan_train_rows(recipe))
+            return None
+        return pipeline.main(recipe)
+
+
+def run_file(path: str, argv: list[str]) -> Path | None:
+    """`tunelab run FILE [--setting value ...]`: the file's RECIPE, run as its own `__main__` would."""
+    return run(read_recipe(path), argv, prog=path)
+
+
+def pipeline_for(recipe: Recipe):
+    """The pipeline module that runs `recipe`: its `main(recipe)` runs the stages, its `plan_train_rows(recipe)`
+    counts the training rows for the plan."""
+    if isinstance(recipe, ChatRecipe):
+        from tunelab.chat import pipeline
+    elif isinstance(recipe, NLIRecipe):
+        from tunelab.nli import pipeline
+    else:
+        raise TunelabError(f"{type(recipe).__name__} is no NLIRecipe or ChatRecipe: build RECIPE from one of them")
+    return pipeline
+
+
+def print_plan(recipe: Recipe, train_rows: int | None) -> None:
+    """The resolved run plan (tunelab.launch.plan), for as many processes as this launch has."""
+    from tunelab.launch.plan import build_plan, format_plan
+    from tunelab.pipeline import process_state
+
+    say(format_plan(build_plan(recipe, world_size=process_state().num_processes, train_rows=train_rows)))
