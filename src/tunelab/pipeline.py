@@ -11,8 +11,8 @@ shape training); `--overwrite` sets the old run aside and deletes it only once t
 loaded its data and model and started training; a failed start puts it back.
 
 A pipeline's `main` hands its run class and stages to `run_stages`, which adds W&B around them
-and prints the summary at the end. A recipe file calls `tunelab.nli.run` or `tunelab.chat.run`, which
-parse its settings before importing the pipeline (`tunelab.config.run_recipe`) and then call its `main`.
+and prints the summary at the end. A recipe file calls `tunelab.launch.recipe.run`, which parses its
+settings before importing the pipeline and then calls its `main`.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from tunelab.models import parameter_counts
 from tunelab.monitoring import ResourceMonitor
 from tunelab.network import go_offline_unless_hub_reachable
 from tunelab.rundir import (
+    MODELS,
     MarkCheckpointComplete,
     acquire_run_lock,
     atomic_write_json,
@@ -59,7 +60,6 @@ from tunelab.rundir import (
 from tunelab.summary import Stopwatch, format_summary, hardware_info, peak_memory, software_versions
 from tunelab.tracking import check_tracking, finish_wandb, start_wandb
 
-MODELS = ("baseline", "finetuned")
 LOAD_STEPS = ("data", "tokenizer", "model", "trainer")
 # Settings a resumed run may change: they do not change what is trained (run control is not in config.yaml).
 FREE_TO_CHANGE = ("run_name", "output_dir", "report_to", "logging_steps", "profile", "per_device_eval_batch_size",
@@ -72,7 +72,7 @@ def run_stages(run_class: type[PipelineRun], recipe: Recipe, callbacks: Sequence
     check_tracking(recipe.report_to)  # a missing W&B key fails here, before anything loads
     check_fsdp_settings(recipe)
     check_training_settings(recipe)
-    go_offline_unless_hub_reachable([name for name in (recipe.model_name_or_path, getattr(recipe, "dataset", None))
+    go_offline_unless_hub_reachable([name for name in (recipe.model_name_or_path, recipe.dataset)
                                      if name and looks_like_hub_id(name)])
     set_seed(recipe.seed)
     with interruptible(), run_class(recipe, callbacks) as run:
@@ -216,9 +216,11 @@ class PipelineRun:
 
     def load(self, step: str) -> None:
         """Load `step` of LOAD_STEPS and, first, every step before it; each step runs once per process."""
+        steps = {"data": self.load_data, "tokenizer": self.load_tokenizer, "model": self.load_model,
+                 "trainer": self.load_trainer}
         for name in LOAD_STEPS[:LOAD_STEPS.index(step) + 1]:
             if name not in self.loaded_steps:
-                getattr(self, f"load_{name}")()
+                steps[name]()
                 self.loaded_steps.append(name)
 
     def loaded(self, step: str) -> bool:

@@ -32,6 +32,7 @@ LOCK_FILE = ".lock"
 REPLACED = ".replaced"  # an earlier run set aside by --overwrite until the new one starts training
 CHECKPOINT_COMPLETE = "tunelab_checkpoint_complete.json"
 CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+MODELS = ("baseline", "finetuned")  # what every run evaluates, each in eval/<split>/<model>/
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:

@@ -25,6 +25,7 @@ from scipy.stats import binomtest, bootstrap, norm
 from sklearn.metrics import brier_score_loss
 
 from tunelab.metrics import HEADLINE_METRICS
+from tunelab.rundir import MODELS
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
@@ -185,7 +186,7 @@ def paired_statistics(gold: np.ndarray, predicted: dict[str, np.ndarray], probab
         "mcnemar": {**test, "rows_to_resolve": needed, "verdict": verdict(test, rows, needed)},
         "calibration": {
             "binning": f"{ECE_BINS} equal-width bins of the top label's probability",
-            **{model: calibration(probabilities[model], gold) for model in ("baseline", "finetuned")}},
+            **{model: calibration(probabilities[model], gold) for model in MODELS}},
     }
     if validation:
         result["calibration"]["temperature_scaled"] = {}

@@ -35,6 +35,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from tunelab.errors import TunelabError
+from tunelab.rundir import MODELS
 from tunelab.secrets import redact, secret_values
 
 TRACKERS = ("wandb", "tensorboard")
@@ -147,7 +148,7 @@ def run_config(recipe, run_dir: Path, num_processes: int, environ=os.environ) ->
 
 def git_info() -> dict:
     """The commit of the tunelab checkout (or of the working directory) and whether it has local changes."""
-    for folder in (Path(__file__).resolve().parents[2], Path.cwd()):
+    for folder in (Path(__file__).parent, Path.cwd()):  # git finds the checkout that holds either
         try:
             commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
                                     timeout=10)
@@ -227,7 +228,7 @@ def statistics_figures(run_dir: Path) -> dict[str, float]:
                 figures.update({f"{prefix}/{metric}_{role}_{end}": interval[end] for end in ("low", "high")})
         figures[f"{prefix}/mcnemar_p"] = statistics["mcnemar"]["p_value"]
         calibration = statistics["calibration"]
-        for model in ("baseline", "finetuned"):
+        for model in MODELS:
             figures.update({f"{prefix}/{model}_{name}": calibration[model][name] for name in ("ece", "brier")})
         for model, scaled in calibration.get("temperature_scaled", {}).items():
             figures.update({f"{prefix}/{model}_scaled_{name}": value for name, value in scaled.items()})

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from tunelab import __version__
 from tunelab.errors import TunelabError
 from tunelab.report.common import (
+    MODEL_LABELS,
     NOT_RECORDED,
     PRODUCER,
     Run,
@@ -30,10 +31,8 @@ from tunelab.report.common import (
 )
 from tunelab.report.figures import new_figure
 from tunelab.report.render import write_documents
+from tunelab.rundir import MODELS
 from tunelab.stats import CONFIDENCE, RESAMPLES, SEED, perplexity_intervals
-
-MODELS = ("baseline", "finetuned")
-LABELS = {"baseline": "baseline", "finetuned": "fine-tuned"}
 
 
 def is_chat_run(run_dir: str | Path) -> bool:
@@ -110,7 +109,7 @@ def _headline(evaluation: dict) -> list[str]:
     ]
     replies = {name: evaluation[name]["replies"] for name in MODELS}
     if all(replies.values()):
-        stopped = ", ".join(f"{LABELS[name]} {sum(bool(r.get('stopped')) for r in replies[name])} of "
+        stopped = ", ".join(f"{MODEL_LABELS[name]} {sum(bool(r.get('stopped')) for r in replies[name])} of "
                             f"{len(replies[name])}" for name in MODELS)
         lines.append(f"eval prompts answered up to the end-of-turn token (not cut at max_new_tokens): {stopped}")
     return lines
@@ -165,7 +164,7 @@ def _perplexity_figure(evaluation: dict) -> Figure:
     figure = new_figure((5, 3.2))
     axes = figure.add_subplot()
     values = [evaluation[name]["perplexity"]["perplexity"] for name in MODELS]
-    bars = axes.bar([LABELS[name] for name in MODELS], values, color=["#9e9e9e", "#1f77b4"], width=0.5)
+    bars = axes.bar([MODEL_LABELS[name] for name in MODELS], values, color=["#9e9e9e", "#1f77b4"], width=0.5)
     axes.bar_label(bars, fmt="{:.2f}", fontsize=9)
     axes.set_ylim(0, max(values) * 1.2)
     axes.set_ylabel("perplexity")

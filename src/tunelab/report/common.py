@@ -13,6 +13,7 @@ from tunelab.errors import TunelabError
 from tunelab.metrics import HEADLINE_METRICS
 from tunelab.report.figures import loss_figure, memory_figure
 
+MODEL_LABELS = {"baseline": "baseline", "finetuned": "fine-tuned"}  # tunelab.rundir.MODELS as a report names them
 NOT_RECORDED = "not recorded"
 PRODUCER = "the recipe run (`tunelab run RECIPE` or `accelerate launch ... RECIPE`)"
 METRIC_KEYS = ("n", "labels", *HEADLINE_METRICS, "per_class", "confusion_matrix")

@@ -38,13 +38,12 @@ from matplotlib.figure import Figure
 
 from tunelab.errors import TunelabError
 from tunelab.metrics import HEADLINE_METRICS, METRIC_NAMES, classification_metrics
-from tunelab.report.common import pct, points, read_metrics
+from tunelab.report.common import MODEL_LABELS, pct, points, read_metrics
 from tunelab.report.figures import confusion_axes, metrics_bars, new_figure
 from tunelab.report.render import to_markdown
 from tunelab.report.statistics import pair_statistics, validation_folders, write_run_statistics
 from tunelab.rundir import atomic_write
 
-ROLES = {"baseline": "baseline", "finetuned": "fine-tuned"}
 COMBINED = "all splits"
 ROW_COLUMNS = ("premise", "hypothesis", "gold")
 CSV_HEADER = ["split", "rows", "metric", "baseline", "finetuned", "absolute_change", "relative_change",
@@ -75,10 +74,10 @@ def compare(baseline: str | Path, finetuned: str | Path, out: str | Path | None 
 def write_run_comparison(run_dir: Path, splits: list[str]) -> Path:
     """A run's report stage: each model's confusion.png and eval/<split>/statistics.json per split, then
     RUN_DIR/comparison/."""
-    folders = {role: {split: run_dir / "eval" / split / role for split in splits} for role in ROLES}
+    folders = {role: {split: run_dir / "eval" / split / role for split in splits} for role in MODEL_LABELS}
     for role, by_split in folders.items():
         for split, folder in by_split.items():
-            write_confusion_png(folder, f"{split}: {ROLES[role]}")
+            write_confusion_png(folder, f"{split}: {MODEL_LABELS[role]}")
     write_run_statistics(run_dir, splits)
     return write_comparison(folders["baseline"], folders["finetuned"], run_dir / "comparison",
                             validation_folders(run_dir))
@@ -128,7 +127,7 @@ def find_evaluation(path: str | Path, role: str) -> dict[str, Path]:
         raise TunelabError(f"evaluation directory {path} not found: give a folder with metrics.json, one with "
                            "<split>/metrics.json, or a run directory")
     if (path / "metrics.json").is_file():
-        return {path.parent.name if path.name in ROLES else path.name: path}
+        return {path.parent.name if path.name in MODEL_LABELS else path.name: path}
     if (path / "eval").is_dir():
         path = path / "eval"
     if (path / role / "metrics.json").is_file():

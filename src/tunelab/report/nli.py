@@ -41,6 +41,7 @@ from tunelab.report.common import (
 from tunelab.report.figures import confusion_axes, metrics_bars, new_figure, reliability_figure
 from tunelab.report.render import write_documents
 from tunelab.report.statistics import split_statistics
+from tunelab.rundir import MODELS
 
 CATEGORIES = {
     "corrected": "baseline wrong, fine-tuned right",
@@ -165,7 +166,7 @@ def _all_splits_blocks(run: Run, figures: dict[str, Figure]) -> list[tuple]:
     pairs = with_combined({split.name: (split.baseline, split.finetuned) for split in run.splits})
     header, rows = comparison_table(pairs)
     figures["comparison.png"] = comparison_figure(pairs)
-    folders = {split.name: tuple(run.directory / "eval" / split.name / role for role in ("baseline", "finetuned"))
+    folders = {split.name: tuple(run.directory / "eval" / split.name / model for model in MODELS)
                for split in run.splits}
     statistics = comparison_statistics(folders)
     return [

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tunelab.rundir import atomic_write_json, read_csv
+from tunelab.rundir import MODELS, atomic_write_json, read_csv
 from tunelab.stats import paired_statistics
 
-MODELS = ("baseline", "finetuned")
 KEY = ("premise", "hypothesis", "gold")
 CALIBRATION_DIR = "calibration"
 

@@ -15,7 +15,7 @@ from tunelab.metrics import HEADLINE_METRICS, METRIC_NAMES
 from tunelab.report.common import pct
 from tunelab.report.figures import new_figure
 from tunelab.report.render import write_documents
-from tunelab.rundir import atomic_write_json, atomic_write_text
+from tunelab.rundir import MODELS, atomic_write_json, atomic_write_text
 from tunelab.sweep.grid import finished, run_name
 
 
@@ -34,7 +34,7 @@ def run_results(sweep_dir: Path, run: dict) -> dict:
     result["splits"] = {}
     for split_dir in sorted(p for p in (folder / "eval").iterdir() if p.is_dir()):
         models = {}
-        for model in ("baseline", "finetuned"):
+        for model in MODELS:
             path = split_dir / model / "metrics.json"
             if path.is_file():
                 metrics = json.loads(path.read_text(encoding="utf-8"))
