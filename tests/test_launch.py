@@ -67,3 +67,13 @@ def test_pipeline_stops_at_the_first_failure(tiny_phi_dir, tmp_path):
     assert "stage baseline failed (exit 2)" in result.stderr
     assert "has no train.jsonl" in result.stderr
     assert not (tmp_path / "phi2_snli" / "logs" / "train.log").exists()
+
+
+def test_a_deepspeed_profile_names_the_json_it_found_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no accelerate_configs/ here: the packaged configs, whose YAML names its JSON
+    command, _ = launch_command("recipes/phi2_snli.py", ["--profile", "zero2"], gpus=[A40] * 2)
+    config = Path(command[command.index("--config_file") + 1])
+    json_file = Path(command[command.index("--deepspeed_config_file") + 1])
+    assert config == (ROOT / "accelerate_configs" / "zero2.yaml").resolve()
+    assert json_file == (ROOT / "accelerate_configs" / "deepspeed" / "zero2.json").resolve()
+    assert Path(command[command.index("--profile") - 1]) == (ROOT / "recipes" / "phi2_snli.py").resolve()
