@@ -1,1 +1,1 @@
-"""Launching: accelerate configs per hardware profile, DeepSpeed checks, the run plan."""
+"""The commands on top: running a recipe (recipe.py), accelerate launch per hardware profile, the run plan."""
