@@ -15,8 +15,8 @@ from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.utils import DistributedType
 
 from tunelab.errors import TunelabError
-from tunelab.runtime.deepspeed_check import launched_zero_stage, validate_deepspeed_json
 from tunelab.nli.trainer import training_arguments
+from tunelab.runtime.deepspeed_check import launched_zero_stage, validate_deepspeed_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "accelerate_configs"

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from tunelab.errors import TunelabError
-from tunelab.runtime.fsdp import check_fsdp_settings, launched_fsdp_version
 from tunelab.launch.plan import GPU_COUNTS, build_plan
 from tunelab.models import quant_storage
 from tunelab.nli.config import NLIRecipe
 from tunelab.profiles import Gpu, resolve_profile
+from tunelab.runtime.fsdp import check_fsdp_settings, launched_fsdp_version
 
 ROOT = Path(__file__).resolve().parents[1]
 FSDP2 = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}

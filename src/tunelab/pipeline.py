@@ -38,12 +38,10 @@ from tunelab.console import say
 from tunelab.divergence import StopOnDivergence
 from tunelab.errors import TrainingInterrupted, TunelabError
 from tunelab.interrupts import StopOnSignal, interruptible
-from tunelab.runtime.fsdp import check_fsdp_settings, save_trained_adapter
 from tunelab.models import parameter_counts
 from tunelab.monitoring import ResourceMonitor
 from tunelab.network import go_offline_unless_hub_reachable
 from tunelab.rundir import (
-    MODELS,
     MarkCheckpointComplete,
     acquire_run_lock,
     atomic_write_json,
@@ -57,6 +55,7 @@ from tunelab.rundir import (
     release_run_lock,
     restore_replaced_run,
 )
+from tunelab.runtime.fsdp import check_fsdp_settings, save_trained_adapter
 from tunelab.summary import Stopwatch, format_summary, hardware_info, peak_memory, software_versions
 from tunelab.tracking import check_tracking, finish_wandb, start_wandb
 

@@ -16,8 +16,8 @@ from transformers import AutoTokenizer
 
 from tunelab.config import parse_recipe
 from tunelab.errors import TunelabError
-from tunelab.nli.data import load_nli_split, load_nli_splits, planned_train_rows
 from tunelab.launch.recipe import run
+from tunelab.nli.data import load_nli_split, load_nli_splits, planned_train_rows
 from tunelab.nli.pipeline import main
 from tunelab.nli.starter_data import MISMATCHED_PHENOMENA, generate_starter_mnli
 from tunelab.rundir import read_jsonl

@@ -41,10 +41,8 @@ from tunelab.chat.data import load_chat_split
 from tunelab.chat.format import labels_from_masks, prepare_chat_tokenizer, tokenize_chat
 from tunelab.console import say
 from tunelab.errors import TrainingDiverged, TunelabError
-from tunelab.runtime.fsdp import FSDPOnCPU, is_sharded_by_fsdp
 from tunelab.models import load_model, load_tokenizer
 from tunelab.pipeline import (
-    MODELS,
     PipelineRun,
     process_state,
     run_stages,
@@ -52,7 +50,8 @@ from tunelab.pipeline import (
     to_csv,
     train,
 )
-from tunelab.rundir import atomic_write_json, atomic_write_text
+from tunelab.rundir import MODELS, atomic_write_json, atomic_write_text
+from tunelab.runtime.fsdp import FSDPOnCPU, is_sharded_by_fsdp
 from tunelab.training import LoraPlusOptimizer, ResumableLengthGrouping, training_kwargs
 
 CHAT_INFO = "tunelab_chat.json"

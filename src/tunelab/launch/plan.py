@@ -14,8 +14,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.pytorch_utils import Conv1D
 
-from tunelab.runtime.precision import compute_dtype
 from tunelab.nli.config import NLIRecipe
+from tunelab.runtime.precision import compute_dtype
 
 TYPICAL_TOKENS = 128  # an NLI prompt is 40-120 tokens; the estimate assumes this many per example
 MEMORY_CLASSES_GIB = (8, 16, 24, 40, 48, 80)

@@ -56,7 +56,6 @@ from tunelab.nli.trainer import (
     training_arguments,
 )
 from tunelab.pipeline import (
-    MODELS,
     PipelineRun,
     process_state,
     run_stages,
@@ -65,7 +64,7 @@ from tunelab.pipeline import (
     train,
 )
 from tunelab.report.statistics import CALIBRATION_DIR
-from tunelab.rundir import atomic_write_json, atomic_write_text, read_csv
+from tunelab.rundir import MODELS, atomic_write_json, atomic_write_text, read_csv
 
 
 def main(recipe: NLIRecipe, callbacks: Sequence[TrainerCallback] = ()) -> Path:

@@ -31,8 +31,8 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import has_length
 
 from tunelab.errors import TunelabError
-from tunelab.runtime.fsdp import FSDPOnCPU
 from tunelab.nli.config import NLIRecipe
+from tunelab.runtime.fsdp import FSDPOnCPU
 from tunelab.training import LoraPlusOptimizer, ResumableLengthGrouping, training_kwargs
 
 
