@@ -322,9 +322,10 @@ def write_side_by_side(eval_dir: Path) -> None:
 
 
 def print_plan(recipe: ChatRecipe) -> None:
+    from tunelab.config import RECIPE_COMMAND
     from tunelab.launch.plan import build_plan, format_plan
 
     local = recipe.dataset == "starter" or Path(recipe.dataset).expanduser().exists()
     rows = (len(load_chat_split(recipe.dataset, recipe.train_split, recipe.language, recipe.train_size))
             if local else recipe.train_size)
-    say(format_plan(build_plan(recipe, world_size=PartialState().num_processes, train_rows=rows)))
+    say(format_plan(build_plan(recipe, world_size=PartialState().num_processes, train_rows=rows, argv=RECIPE_COMMAND)))
