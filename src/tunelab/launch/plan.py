@@ -29,7 +29,7 @@ from tunelab.errors import TunelabError
 from tunelab.flops import non_embedding_parameters, peak_flops, training_flops_per_token
 from tunelab.launch.accelerate import accelerate_command
 from tunelab.models import compute_dtype
-from tunelab.profiles import PROFILES, STRATEGIES, Gpu, Profile, get_profile, planned_gpus
+from tunelab.profiles import CONFIG_DIR, PROFILES, STRATEGIES, Gpu, Profile, get_profile, planned_gpus
 
 TYPICAL_TOKENS = 128  # an NLI prompt is 40-120 tokens; the estimate assumes this many per example
 MEMORY_CLASSES_GIB = (8, 16, 24, 40, 48, 80)
@@ -41,7 +41,7 @@ TIME_MARGIN = 2.0   # a Slurm time limit allows this many times the estimate, th
 START_UP_S = 600    # and this long for loading the model and data before the first step
 GPUS_PER_NODE = 8   # a plan puts at most this many GPUs on one node
 SHARDED_GPU_COUNTS = (2, 4, 8, 16, 32, 64)
-REPO = Path(__file__).resolve().parents[3]
+REPO = CONFIG_DIR.parent  # the repository: accelerate_configs/ and slurm/ are in it
 TEMPLATES = {1: REPO / "slurm" / "single_node.sbatch", 2: REPO / "slurm" / "multi_node.sbatch"}
 PLAN_ONLY = ("dry_run", "gpus", "gpu_memory", "profile")  # settings the printed commands set themselves or drop
 
@@ -95,9 +95,10 @@ def build_plan(recipe, world_size: int = 1, train_rows: int | None = None, eval_
     }
     shape = model_shape(recipe)
     plan["memory"] = memory_estimate(recipe, shape) if shape else None
-    if target and shape:
-        plan["fit"] = check_fit(recipe, shape, target)
-        plan["time"] = time_estimate(recipe, shape, target, plan, eval_rows)
+    if target:
+        plan["fit"] = check_fit(recipe, shape, target) if shape else None
+        plan["time"] = (time_estimate(recipe, shape, target, plan, eval_rows) if shape
+                        else {"note": "no estimate: the model's config is not available offline"})
         if argv:
             plan["commands"] = launch_commands(target, argv, plan["time"].get("total_s"))
     return plan
@@ -349,7 +350,7 @@ def time_estimate(recipe, shape: ModelShape, target: Target, plan: dict, eval_ro
                         else plan["train_rows"] and plan["train_rows"] * recipe.num_train_epochs)
     if peak is None or not trained_examples:
         why = assumed if peak is None else "the training rows are unknown until the data loads"
-        return {"note": f"no time estimate: {why}"}
+        return {"note": f"no estimate: {why}"}
     speed = peak * target.count * ASSUMED_MFU
     trainable = shape.lora - shape.lora_in_output
     per_token = training_flops_per_token(shape.non_embedding, trainable, recipe.gradient_checkpointing)
@@ -422,9 +423,9 @@ def _settings_for_commands(argv: list[str]) -> list[str]:
 
 
 def _shown(path) -> str:
-    """A path as the user would type it: relative to the current folder when inside it."""
-    relative = os.path.relpath(os.path.abspath(path))
-    return str(path) if relative.startswith("..") else relative
+    """A path as typed at the repository root (the templates' folder): relative to it when inside it."""
+    absolute = Path(os.path.abspath(path))
+    return str(absolute.relative_to(REPO)) if absolute.is_relative_to(REPO) else str(absolute)
 
 
 # ---------------------------------------------------------------------------- printing
@@ -490,4 +491,6 @@ def _command_lines(plan: dict) -> list[str]:
     if "--time=" in commands["sbatch"]:
         lines.append(f"    (--time: {TIME_MARGIN:g} × the estimate, {START_UP_S // 60} min to start, and the "
                      "template's warning before the limit, when the job checkpoints and requeues)")
+    else:
+        lines.append("    (no --time without an estimate: the template's own limit applies)")
     return lines
