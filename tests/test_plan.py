@@ -82,6 +82,11 @@ def test_every_gpu_profile_plans_without_a_gpu(profile, gpus, memory, count, nod
     assert (plan["commands"]["accelerate"] is None) == (nodes > 1)
 
 
+def test_precision_auto_is_what_auto_picks_on_the_planned_gpu_not_here():
+    assert plan_for(["--profile", "vgpu36", "--precision", "auto"])["precision"] == "float16"  # no bf16 on the slice
+    assert plan_for(["--profile", "a40", "--precision", "auto"])["precision"] == "bfloat16"
+
+
 def test_the_time_estimate_is_the_training_flops_over_the_peak_at_the_assumed_mfu():
     a40, h100 = plan_for(["--profile", "a40"]), plan_for(["--profile", "h100"])
     # phi-2: N = 2,779,683,840 weights less the embeddings (51,200 x 2,560) and the output head (with its bias);

@@ -77,6 +77,8 @@ def build_plan(recipe, world_size: int = 1, train_rows: int | None = None, eval_
     file and its command-line settings (for the printed commands). Raises TunelabError when the estimate does
     not fit the planned GPUs."""
     target = planned_target(recipe)
+    if target and recipe.precision == "auto":  # what auto picks on that GPU, not on this machine
+        recipe = dataclasses.replace(recipe, precision="bf16" if target.gpu.bf16 else "fp16")
     world_size = target.count if target else world_size
     per_step = recipe.per_device_train_batch_size * recipe.gradient_accumulation_steps * world_size
     plan = {
