@@ -33,6 +33,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -89,7 +90,9 @@ def free_port() -> int:
 class SlurmCluster:
     """`nodes` Slurm nodes on this machine (one slurmd each, all at 127.0.0.1), named tl1, tl2, ..."""
 
-    def __init__(self, nodes: int = 1) -> None:
+    def __init__(self, nodes: int = 1, gpus_per_node: int = 0, cpus_per_node: int = 2) -> None:
+        # Declared GPUs and CPUs beyond this machine's (no devices behind the GPUs): for `sbatch --test-only`.
+        self.gpus_per_node, self.cpus_per_node = gpus_per_node, cpus_per_node
         self.root: Path | None = None
         self.host = socket.gethostname().split(".")[0]
         self.names = [f"tl{i}" for i in range(1, nodes + 1)]
@@ -121,6 +124,7 @@ class SlurmCluster:
                           f"--pid-file={self.root / 'munged.pid'}", f"--log-file={self.root / 'munged.log'}",
                           f"--seed-file={self.root / 'munged.seed'}"], "munged.log")
         self.conf.write_text(self._slurm_conf())
+        self._declare_gpus()
         self._run_daemon(["slurmctld", "-f", str(self.conf)], "slurmctld.log")
         self.started = True
         for i, name in enumerate(self.names):
@@ -233,8 +237,10 @@ class SlurmCluster:
         found = dict(re.findall(r"(CPUs|RealMemory)=(\d+)", hardware))
         if "CPUs" not in found:
             raise SlurmUnavailable(f"`slurmd -C` did not describe this machine: {hardware.strip()[:200]}")
-        # At least 2 CPUs, so two-task jobs run on a one-core machine too (config_overrides trusts this line).
-        node = f"CPUs={max(2, int(found['CPUs']))} RealMemory={found.get('RealMemory', '1000')}"
+        # At least 2 CPUs (cpus_per_node), so two-task jobs run on a one-core machine too (config_overrides trusts
+        # this line).
+        node = f"CPUs={max(self.cpus_per_node, int(found['CPUs']))} RealMemory={found.get('RealMemory', '1000')}"
+        node += f" Gres=gpu:{self.gpus_per_node}" if self.gpus_per_node else ""
         root = self.root
         return "\n".join([
             "ClusterName=tunelabtest",
@@ -262,6 +268,7 @@ class SlurmCluster:
             "SchedulerParameters=bf_interval=1,sched_interval=2",
             "ReturnToService=2",
             "SlurmdParameters=config_overrides",
+            *(["GresTypes=gpu"] if self.gpus_per_node else []),
             "KillWait=5",
             "MinJobAge=600",
             *(f"NodeName={name} NodeHostname={self.host} NodeAddr=127.0.0.1 Port={free_port()} {node} State=UNKNOWN"
@@ -269,6 +276,17 @@ class SlurmCluster:
             "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
             "",
         ])
+
+    def _declare_gpus(self) -> None:
+        """gres.conf beside slurm.conf: `gpus_per_node` GPUs whose device files are copies of /dev/null (slurmd
+        drops a GPU without a device file, and nothing here opens them)."""
+        lines = []
+        if self.gpus_per_node:
+            (self.root / "gpus").mkdir()
+            for index in range(self.gpus_per_node):
+                os.mknod(self.root / "gpus" / f"gpu{index}", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+            lines.append(f"Name=gpu File={self.root}/gpus/gpu[0-{self.gpus_per_node - 1}]")
+        (self.root / "gres.conf").write_text("".join(f"{line}\n" for line in lines))
 
     def _run_daemon(self, command: list[str], log_name: str) -> None:
         """Start a daemon that forks into the background; its start-up errors become SlurmUnavailable."""

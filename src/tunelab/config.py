@@ -54,6 +54,11 @@ class Recipe:
     profile: str = field(default="none", metadata={
         "group": "run",
         "help": "a hardware profile (tunelab.profiles), \"auto\", or none to keep the recipe as written"})
+    gpus: int | None = field(default=None, metadata={
+        "group": "run", "help": "plans only (tunelab plan): the GPUs to plan for (none: the profile's one GPU; "
+                                "multi_gpu, zero2, zero3 and fsdp2 need a count)"})
+    gpu_memory: float | None = field(default=None, metadata={
+        "group": "run", "help": "plans only (tunelab plan): GiB per GPU, for a GPU other than the profile's"})
 
     # Model
     model_name_or_path: str = field(default="smollm2-135m", metadata={
@@ -168,6 +173,14 @@ class Recipe:
              f"loraplus_lr_ratio must be at least 1 (or none), not {self.loraplus_lr_ratio}"),
             (self.neftune_noise_alpha is None or self.neftune_noise_alpha > 0,
              f"neftune_noise_alpha must be > 0 (or none), not {self.neftune_noise_alpha}"),
+            (self.dry_run or (self.gpus is None and self.gpu_memory is None),
+             "gpus and gpu_memory describe the hardware a plan is for: use them with tunelab plan (or --dry_run); "
+             "a run uses the GPUs it finds"),
+            (self.profile not in ("none", "auto") or (self.gpus is None and self.gpu_memory is None),
+             "gpus and gpu_memory describe the GPUs of a hardware profile: add --profile (a40, vgpu36, h100, "
+             "multi_gpu, zero2, zero3 or fsdp2)"),
+            (self.gpus is None or self.gpus >= 1, f"gpus must be at least 1 (or none), not {self.gpus}"),
+            (self.gpu_memory is None or self.gpu_memory > 0, f"gpu_memory must be positive GiB, not {self.gpu_memory}"),
         ]
         return failed(checks)
 
@@ -255,7 +268,7 @@ def _show(value: object) -> str:
 def recipe_to_dict(recipe: Recipe) -> dict:
     """The resolved recipe as plain data, ready for YAML (run-control flags left out)."""
     data = dataclasses.asdict(recipe)
-    for run_control in ("overwrite", "debug", "stages", "dry_run"):
+    for run_control in ("overwrite", "debug", "stages", "dry_run", "gpus", "gpu_memory"):
         data.pop(run_control)
     return data
 

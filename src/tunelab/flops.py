@@ -72,11 +72,16 @@ def flops_per_token(model: torch.nn.Module, gradient_checkpointing: bool = False
     """
     frozen, trainable = non_embedding_parameters(model)
     total = frozen + trainable
-    passes = 4 + (2 if gradient_checkpointing else 0)
-    flops = passes * total + 2 * trainable
+    flops = training_flops_per_token(frozen, trainable, gradient_checkpointing)
     recompute = " + 2N recomputation (gradient checkpointing)" if gradient_checkpointing else ""
     return float(flops), (f"{flops:,.0f} FLOPs per real token = 4N{recompute} + 2T with N = {total:,} non-embedding "
                           f"weights ({frozen:,} frozen, T = {trainable:,} trainable)")
+
+
+def training_flops_per_token(frozen: int, trainable: int, gradient_checkpointing: bool) -> int:
+    """4N (+ 2N recomputed under gradient checkpointing) + 2T, as `flops_per_token` explains."""
+    passes = 4 + (2 if gradient_checkpointing else 0)
+    return passes * (frozen + trainable) + 2 * trainable
 
 
 def non_embedding_parameters(model: torch.nn.Module) -> tuple[int, int]:

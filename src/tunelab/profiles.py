@@ -19,20 +19,38 @@ from tunelab.resources import find_file
 
 
 @dataclass(frozen=True)
+class Gpu:
+    name: str
+    memory_gib: float
+    bf16: bool
+
+
+# The GPUs the profiles are for, as NVML names them; their peak FLOP/s are in tunelab.flops.
+A40 = Gpu("NVIDIA A40", 48, bf16=True)
+H100 = Gpu("NVIDIA H100 80GB HBM3", 80, bf16=True)
+# A 36 GB vGPU slice reports no bf16; the card behind it is unknown, so a plan assumes a V100's fp16 peak.
+VGPU36 = Gpu("36 GB vGPU slice (V100-class)", 36, bf16=False)
+
+# How a profile spreads a run over its GPUs (tunelab.launch.plan estimates memory for each).
+STRATEGIES = ("DDP", "ZeRO-2", "ZeRO-3", "FSDP2")
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
     accelerate_config: str
     precision: str
-    gpu_memory_gib: float = 0.0          # per GPU; 0 for CPU profiles
+    gpu: Gpu | None = None               # the GPU it is for (a plan's default); None: CPU
     processes: int | None = 1            # None: one per visible GPU
     per_device_train_batch_size: int | None = None  # None keeps the recipe's
     gradient_checkpointing: bool = False
     optim: str | None = None             # None keeps the recipe's
+    strategy: str = "DDP"                # one of STRATEGIES
 
     @property
     def needs_gpu(self) -> bool:
-        return self.gpu_memory_gib > 0
+        return self.gpu is not None
 
     @property
     def config_path(self) -> Path:
@@ -44,28 +62,22 @@ PROFILES = {p.name: p for p in (
     Profile("cpu", "one process on the CPU (the embedded default)", "cpu.yaml", "auto"),
     Profile("cpu_ddp", "two processes on the CPU with gloo (data parallelism anywhere)", "cpu_ddp.yaml", "fp32",
             processes=2),
-    Profile("a40", "one 48 GB GPU (A40, A6000, L40S)", "a40.yaml", "bf16", gpu_memory_gib=48),
-    Profile("vgpu36", "one 36 GB virtual GPU slice (no bf16)", "vgpu36.yaml", "fp16", gpu_memory_gib=36,
+    Profile("a40", "one 48 GB GPU (A40, A6000, L40S)", "a40.yaml", "bf16", gpu=A40),
+    Profile("vgpu36", "one 36 GB virtual GPU slice (no bf16)", "vgpu36.yaml", "fp16", gpu=VGPU36,
             per_device_train_batch_size=4, gradient_checkpointing=True),
-    Profile("h100", "one 80 GB Hopper GPU (H100, H200)", "a40.yaml", "bf16", gpu_memory_gib=80,
+    Profile("h100", "one 80 GB Hopper GPU (H100, H200)", "a40.yaml", "bf16", gpu=H100,
             per_device_train_batch_size=16),
-    Profile("multi_gpu", "every GPU of one node, data parallel", "multi_gpu.yaml", "bf16", gpu_memory_gib=24,
+    # The profiles for several GPUs take any GPU; a plan assumes A40s unless told --gpu_memory.
+    Profile("multi_gpu", "every GPU of one node, data parallel", "multi_gpu.yaml", "bf16", gpu=A40,
             processes=None),
     Profile("zero2", "DeepSpeed ZeRO-2 over every GPU of one or many nodes", "zero2.yaml", "bf16",
-            gpu_memory_gib=24, processes=None),
+            gpu=A40, processes=None, strategy="ZeRO-2"),
     Profile("zero3", "DeepSpeed ZeRO-3 over every GPU of one or many nodes", "zero3.yaml", "bf16",
-            gpu_memory_gib=24, processes=None, gradient_checkpointing=True),
+            gpu=A40, processes=None, gradient_checkpointing=True, strategy="ZeRO-3"),
     # bitsandbytes' optimizers (the recipes' paged AdamW) cannot update FSDP2's sharded weights.
     Profile("fsdp2", "PyTorch FSDP2 over every GPU of one or many nodes", "fsdp2.yaml", "bf16",
-            gpu_memory_gib=24, processes=None, gradient_checkpointing=True, optim="adamw_torch"),
+            gpu=A40, processes=None, gradient_checkpointing=True, optim="adamw_torch", strategy="FSDP2"),
 )}
-
-
-@dataclass(frozen=True)
-class Gpu:
-    name: str
-    memory_gib: float
-    bf16: bool
 
 
 def get_profile(name: str) -> Profile:
@@ -156,8 +168,31 @@ def apply_profile(recipe, profile: Profile, world_size: int, explicit: set[str])
                                gradient_accumulation_steps=accumulation, **changes)
 
 
+def planned_gpus(profile: Profile, gpus: int | None, gpu_memory: float | None) -> list[Gpu]:
+    """The GPUs a plan for `profile` is for: its GPU (with `gpu_memory` GiB, if given), `gpus` of them."""
+    if not profile.needs_gpu:
+        raise TunelabError(f"--gpus and --gpu_memory describe GPUs, and profile {profile.name} runs on the CPU: "
+                           "choose a GPU profile (a40, vgpu36, h100, multi_gpu, zero2, zero3, fsdp2)")
+    if profile.processes == 1 and gpus not in (None, 1):
+        raise TunelabError(f"profile {profile.name} runs on one GPU: for {gpus} GPUs use --profile multi_gpu "
+                           "(or zero2, zero3, fsdp2)")
+    if profile.processes is None and gpus is None:
+        if "WORLD_SIZE" not in os.environ:  # a launcher's processes plan for themselves
+            raise TunelabError(f"profile {profile.name} runs on every GPU it finds: say how many to plan for "
+                               "with --gpus N")
+        gpus = int(os.environ["WORLD_SIZE"])
+    gpu = dataclasses.replace(profile.gpu, memory_gib=gpu_memory) if gpu_memory else profile.gpu
+    return [gpu] * (gpus or 1)
+
+
 def resolve_profile(recipe, explicit: set[str], gpus: list[Gpu] | None = None):
-    """Apply `recipe.profile` (resolving auto from the detected GPUs); the result names the profile used."""
+    """Apply `recipe.profile` (resolving auto from the detected GPUs); the result names the profile used.
+
+    A dry run (a plan) with a GPU profile is for that profile's GPUs (`planned_gpus`), whatever this
+    machine has."""
+    if recipe.dry_run and recipe.profile != "auto" and (get_profile(recipe.profile).needs_gpu or recipe.gpus
+                                                        or recipe.gpu_memory):
+        gpus = planned_gpus(get_profile(recipe.profile), recipe.gpus, recipe.gpu_memory)
     gpus = detect_gpus() if gpus is None else gpus
     if recipe.profile == "auto":
         profile, reason = auto_profile(gpus)

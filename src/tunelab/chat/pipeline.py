@@ -322,3 +322,8 @@ def plan_train_rows(recipe: ChatRecipe) -> int | None:
     local = recipe.dataset == "starter" or Path(recipe.dataset).expanduser().exists()
     return (len(load_chat_split(recipe.dataset, recipe.train_split, recipe.language, recipe.train_size))
             if local else recipe.train_size)
+
+
+def plan_eval_rows(recipe: ChatRecipe) -> None:
+    """A chat run's evaluation time is not estimated (perplexity and sampled replies, no row count to scale)."""
+    return None

@@ -13,6 +13,7 @@ import yaml
 from tunelab.config import recipe_file
 from tunelab.console import say
 from tunelab.profiles import (
+    Profile,
     auto_profile,
     check_hardware,
     detect_gpus,
@@ -28,15 +29,21 @@ def launch_command(recipe_path: str, argv: list[str], gpus=None) -> tuple[list[s
     gpus = detect_gpus() if gpus is None else gpus
     profile = auto_profile(gpus)[0] if profile_name == "auto" else get_profile(profile_name)
     check_hardware(profile, gpus)
-    accelerate = str(Path(sys.executable).with_name("accelerate"))
-    command = [accelerate, "launch", "--config_file", str(profile.config_path), *deepspeed_file(profile.config_path)]
-    if profile.processes is None:
-        command += ["--num_processes", str(process_count(profile, gpus))]
-    command += [str(recipe_file(recipe_path)), "--profile", profile.name, *argv]
+    command = accelerate_command(str(recipe_file(recipe_path)), profile, process_count(profile, gpus), argv)
     # Two CPU processes need accelerate's GPU code path told to stay on the CPU (its MULTI_CPU path
     # starts a single process unless run through mpirun).
     env = {} if profile.needs_gpu else {"ACCELERATE_USE_CPU": "true"}
     return command, env
+
+
+def accelerate_command(recipe_path: str, profile: Profile, processes: int, argv: list[str],
+                       accelerate: str | None = None) -> list[str]:
+    """`accelerate launch` with the profile's config and `processes` processes, then the recipe and its settings."""
+    accelerate = accelerate or str(Path(sys.executable).with_name("accelerate"))
+    command = [accelerate, "launch", "--config_file", str(profile.config_path), *deepspeed_file(profile.config_path)]
+    if profile.processes is None:
+        command += ["--num_processes", str(processes)]
+    return command + [recipe_path, "--profile", profile.name, *argv]
 
 
 def deepspeed_file(config_path: Path) -> list[str]:

@@ -21,15 +21,23 @@ from tunelab.nli.config import NLIRecipe
 def run(defaults: Recipe, argv: list[str] | None = None, prog: str | None = None) -> Path | None:
     """Parse the settings over `defaults`, then print the plan (--dry_run) or run the recipe's pipeline;
     returns the run directory (None for a plan). Errors end on one line."""
+    command = typed_command(argv, prog)
     argv = sys.argv[1:] if argv is None else argv
     quiet_third_party(debug="--debug" in argv)
     with exit_on_error(debug="--debug" in argv):
         recipe = parse_recipe(defaults, argv, prog)
         pipeline = pipeline_for(recipe)
         if recipe.dry_run:
-            print_plan(recipe, pipeline.plan_train_rows(recipe))
+            print_plan(recipe, pipeline, command)
             return None
         return pipeline.main(recipe)
+
+
+def typed_command(argv: list[str] | None, prog: str | None) -> list[str]:
+    """The recipe file and its settings as typed, for the launch lines a plan prints; empty from Python."""
+    if argv is None:
+        return list(sys.argv)
+    return [prog, *argv] if prog else []
 
 
 def run_file(path: str, argv: list[str]) -> Path | None:
@@ -49,9 +57,11 @@ def pipeline_for(recipe: Recipe):
     return pipeline
 
 
-def print_plan(recipe: Recipe, train_rows: int | None) -> None:
-    """The resolved run plan (tunelab.launch.plan), for as many processes as this launch has."""
+def print_plan(recipe: Recipe, pipeline, command: list[str]) -> None:
+    """The resolved run plan (tunelab.launch.plan), for as many processes as this launch has; `command`, the
+    recipe file and its settings as given (empty from Python), makes the launch lines it prints."""
     from tunelab.launch.plan import build_plan, format_plan
     from tunelab.pipeline import process_state
 
-    say(format_plan(build_plan(recipe, world_size=process_state().num_processes, train_rows=train_rows)))
+    say(format_plan(build_plan(recipe, world_size=process_state().num_processes, train_rows=pipeline.plan_train_rows(recipe),
+                               eval_rows=pipeline.plan_eval_rows(recipe), argv=command)))

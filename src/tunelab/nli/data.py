@@ -153,11 +153,20 @@ def _choose_rows(recipe: NLIRecipe, split: str, role: str) -> list[dict]:
     return subset_rows(rows, getattr(recipe, f"{role}_stride"), getattr(recipe, f"{role}_size"))
 
 
+# Rows with a gold label in published train splits, so that a plan applies the recipe's rule without the data.
+PUBLISHED_TRAIN_ROWS = {"stanfordnlp/snli": 549_367, "nyu-mll/multi_nli": 392_702}
+
+
 def planned_train_rows(recipe: NLIRecipe) -> int | None:
-    """The train rows the recipe asks for, known without the data (at most; None when only the data can tell)."""
-    count, fraction = recipe.train_sample or recipe.train_size, validation_fraction(recipe)
+    """The train rows the recipe asks for, known without the data: its rule applied to the split's published
+    size where tunelab knows it, else at most the size asked for (None when only the data can tell)."""
     if adds_extra_train_rows(recipe):
         return None
+    count, fraction = recipe.train_sample or recipe.train_size, validation_fraction(recipe)
+    published = PUBLISHED_TRAIN_ROWS.get(recipe.dataset) if recipe.train_split == "train" else None
+    if published is not None:
+        count = (min(recipe.train_sample, published) if recipe.train_sample
+                 else len(subset_rows(range(published), recipe.train_stride, recipe.train_size)))
     if count is None or fraction == 0:
         return count
     return count - max(1, round(fraction * count))

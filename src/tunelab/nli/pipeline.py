@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from tunelab.nli.data import (
     STARTER_SETS,
     check_saved_rows,
     load_nli_split,
+    load_nli_splits,
     load_run_rows,
     planned_train_rows,
     recipe_prompt,
@@ -279,8 +281,29 @@ class NLIRun(PipelineRun):
 
 def plan_train_rows(recipe: NLIRecipe) -> int | None:
     """The training rows for the run plan: counted where the data is local, else as the recipe plans them."""
-    local_data = recipe.dataset in STARTER_SETS or Path(recipe.dataset).expanduser().exists()
-    return len(load_nli_split(recipe, recipe.train_split)) if local_data else planned_train_rows(recipe)
+    return len(load_nli_split(recipe, recipe.train_split)) if local_data(recipe) else planned_train_rows(recipe)
+
+
+def local_data(recipe: NLIRecipe) -> bool:
+    return recipe.dataset in STARTER_SETS or Path(recipe.dataset).expanduser().exists()
+
+
+def plan_eval_rows(recipe: NLIRecipe) -> int | None:
+    """Rows scored over the run, at most: each test split before and after training, the validation rows
+    at every save (None when a split's size is known only from the data)."""
+    if local_data(recipe):
+        rows = load_nli_splits(recipe, [*recipe.test_splits, recipe.validation_split])
+        test, validation = [len(rows[split]) for split in recipe.test_splits], len(rows[recipe.validation_split])
+    else:
+        test = [recipe.test_sample or recipe.test_size for _ in recipe.test_splits]
+        validation = recipe.validation_sample or recipe.validation_size
+        if recipe.validation_fraction:
+            chosen = recipe.train_sample or recipe.train_size
+            validation = chosen and max(1, round(recipe.validation_fraction * chosen))
+    if None in test or validation is None:
+        return None
+    saves = math.ceil(recipe.num_train_epochs) if recipe.save_strategy == "epoch" else 0
+    return 2 * sum(test) + saves * validation
 
 
 def predict(trainer: NLITrainer, dataset, name: str = "") -> np.ndarray:
