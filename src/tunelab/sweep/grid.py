@@ -12,7 +12,7 @@ from pathlib import Path
 from tunelab.config import load_recipe
 from tunelab.console import say
 from tunelab.errors import TunelabError
-from tunelab.rundir import atomic_write_json
+from tunelab.rundir import atomic_write_json, is_finished_run
 
 NOT_SWEPT = {"report_to"}  # a comma in these is part of one value
 
@@ -94,4 +94,4 @@ def record_sweep(sweep: dict, sweep_dir: Path) -> None:
 
 
 def finished(sweep_dir: Path, run: dict) -> bool:
-    return (sweep_dir / run["name"] / "run_info.json").is_file()
+    return is_finished_run(sweep_dir / run["name"])
