@@ -382,13 +382,17 @@ def record_start(progress_path: Path) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSON-lines file; a malformed line is reported with its file and line number."""
+    """Rows of a JSON-lines file (a UTF-8 byte-order mark is skipped); a folder, a link that loops, a JSON array
+    or a malformed line is reported on one line with the file (and line number)."""
     rows = []
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open_data_file(path) as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
+                if not rows and line.lstrip().startswith("["):
+                    raise TunelabError(f"{path}:{number} holds a JSON array, not JSON lines: write one object per "
+                                       "line (for example with: jq -c '.[]' FILE)")
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as error:
@@ -401,8 +405,22 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def open_data_file(path: Path, newline: str | None = None):
+    """`path` opened as UTF-8 text (a byte-order mark skipped), or a one-line error for what is not a readable file.
+    Every data reader opens its file here (`newline=""` for the csv module)."""
+    if Path(path).is_dir():
+        raise TunelabError(f"{path} is a folder where a data file should be: give the file itself")
+    try:
+        return open(path, encoding="utf-8-sig", newline=newline)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise TunelabError(f"{path} is a symbolic link that loops back on itself: point it at the data "
+                               "file") from None
+        raise TunelabError(f"cannot read {path} ({error.strerror}): check the path") from None
+
+
 def read_csv(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open_data_file(path, newline="") as handle:
         return list(csv.DictReader(handle))
 
 
