@@ -109,10 +109,10 @@ def check_role_order(rows: list[dict], children: dict[str, list[dict]], source: 
         wrong = ([row] if row["parent_id"] is None and row["role"] != "prompter" else
                  [child for child in children.get(row["message_id"], []) if child["role"] == row["role"]])
         if wrong:
-            raise TunelabError(f"{source}: row {numbers[id(wrong[0])]}: message {wrong[0]['message_id']} is a "
-                               f"{wrong[0]['role']} message where a "
-                               f"{'prompter' if wrong[0]['role'] == 'assistant' else 'assistant'} message belongs: "
-                               "a tree starts with a prompt and replies alternate")
+            expected = "prompter" if wrong[0]["role"] == "assistant" else "assistant"
+            raise TunelabError(f"{source}: row {numbers[id(wrong[0])]}: message {wrong[0]['message_id']} has role "
+                               f"{wrong[0]['role']!r} where {expected!r} belongs: a tree starts with a prompt and "
+                               "replies alternate")
 
 
 def conversation_paths(root: dict, children: dict[str, list[dict]], language: str | None) -> list[list[dict]]:
