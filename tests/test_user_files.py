@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import tunelab as tunelab_package
+
 from tunelab.chat.serve import MERGED_MARKER, load_base_and_adapter, merge_adapter
 from tunelab.errors import TrainingInterrupted, TunelabError
 from tunelab.nli.config import NLIRecipe
@@ -35,7 +37,8 @@ def contents(folder: Path) -> dict[str, bytes]:
 
 
 def tunelab(*args, **environment):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **environment}
+    """The tunelab command of the source tree these tests import."""
+    env = {**os.environ, "PYTHONPATH": str(Path(tunelab_package.__file__).parents[1]), **environment}
     return subprocess.run([sys.executable, "-m", "tunelab.cli", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
 
