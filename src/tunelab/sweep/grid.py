@@ -13,6 +13,7 @@ from tunelab.config import load_recipe
 from tunelab.console import say
 from tunelab.errors import TunelabError
 from tunelab.rundir import atomic_write_json, is_finished_run
+from tunelab.secrets import redact
 
 NOT_SWEPT = {"report_to"}  # a comma in these is part of one value
 
@@ -100,10 +101,10 @@ def record_sweep(sweep: dict, sweep_dir: Path) -> bool:
         atomic_write_json(path, sweep)
         return False
     saved = read_sweep(path)
-    if saved == sweep:
+    if saved == redact(sweep):  # sweep.json holds secrets in its arguments redacted
         say(f"Resuming the sweep in {sweep_dir}")
         return False
-    same_grid = (saved.get("recipe"), saved.get("grid")) == (sweep["recipe"], sweep["grid"])
+    same_grid = [saved.get("recipe"), saved.get("grid")] == redact([sweep["recipe"], sweep["grid"]])
     if not same_grid or any(finished(sweep_dir, run) for run in saved.get("runs", [])):
         raise TunelabError(f"{sweep_dir} holds another sweep (recipe {saved.get('recipe')}, grid "
                            f"{saved.get('grid')}{', finished runs' if same_grid else ''}): give another "

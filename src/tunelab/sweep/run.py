@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tunelab.console import say
 from tunelab.errors import INTERRUPTED_EXIT_CODE, TrainingInterrupted, TunelabError
-from tunelab.rundir import atomic_write_text
+from tunelab.rundir import atomic_write
 from tunelab.sweep.grid import finished, parse_sweep_args, plan_sweep, record_sweep
 from tunelab.sweep.report import write_sweep_report
 
@@ -79,8 +79,9 @@ def write_task_files(sweep: dict, sweep_dir: Path, overwrite: bool = False) -> l
         arguments = [*run["arguments"], *(["--overwrite"] if overwrite else [])]
         settings = {"RECIPE": sweep["recipe"], "RECIPE_ARGS": shlex.join(arguments),
                     "OUTPUT_DIR": str(sweep_dir.resolve()), "RUN_NAME": run["name"]}
-        atomic_write_text(sweep_dir / "tasks" / f"{index}.env",
-                          "".join(f"{key}={shlex.quote(value)}\n" for key, value in settings.items()))
+        text = "".join(f"{key}={shlex.quote(value)}\n" for key, value in settings.items())
+        # the job's own command line, as given (not redacted: the job must read the real paths)
+        atomic_write(sweep_dir / "tasks" / f"{index}.env", lambda temporary: temporary.write_text(text))
         pending.append(index)
     return pending
 
