@@ -79,7 +79,7 @@ def test_test_rows_that_are_also_training_rows_are_counted(tmp_path, capsys):
     rows = load_nli_splits(recipe, ["train", "test"])
     rows["test"].append({"premise": "Unseen.", "hypothesis": "Never seen.", "label": "neutral"})
     warn_about_small_data(recipe, rows)
-    assert "warning: 2 of the 3 test rows are also train rows: the accuracy on them is accuracy on training rows" \
+    assert "warning: 2 of the 3 test rows are also train rows: the scores on them are scores on training rows" \
         in capsys.readouterr().out
 
 

@@ -242,7 +242,7 @@ def warn_about_small_data(recipe: NLIRecipe, rows: dict[str, list[dict]]) -> Non
         shared = shared_rows(rows[split], rows.get(recipe.train_split, []))
         if shared:
             say(f"warning: {shared} of the {len(rows[split])} {split} rows are also {recipe.train_split} rows: the "
-                "accuracy on them is accuracy on training rows (check the data's splits)")
+                "scores on them are scores on training rows (check the data's splits)")
 
 
 def shared_rows(rows: list[dict], others: list[dict]) -> int:
