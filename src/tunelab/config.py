@@ -309,6 +309,10 @@ def _read_yaml(path: str) -> dict[str, object]:
     return {str(k): v for k, v in data.items()}
 
 
+class RepeatedKey(yaml.constructor.ConstructorError):
+    """A YAML mapping that gives one key twice."""
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
     """yaml.safe_load, refusing a key given twice (YAML would keep the last one silently)."""
 
@@ -317,22 +321,22 @@ class UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"has the key {key!r} twice: keep one", key_node.start_mark)
+                raise RepeatedKey(None, None, f"has the key {key!r} twice: keep one", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
 def yaml_problem(error: yaml.YAMLError, text: str) -> str:
-    """What is wrong in a YAML file, on one line with its line number: a tab, a repeated key, or YAML's own words."""
+    """What is wrong in a YAML file, on one line with its line number: a repeated key, a tab, or YAML's words."""
     mark = getattr(error, "problem_mark", None)
     if mark is None:
         return f"is not valid YAML: {str(error).splitlines()[0]}"
-    line = text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""
-    if "\t" in line[:len(line) - len(line.lstrip())] or "'\\t'" in str(error.problem):
+    line = (text.splitlines() + [""])[mark.line]
+    if isinstance(error, RepeatedKey):
+        return f"line {mark.line + 1} {error.problem}"
+    if "\t" in line[:len(line) - len(line.lstrip())]:
         return f"line {mark.line + 1} is indented with a tab: YAML indents with spaces only"
-    return f"line {mark.line + 1} {error.problem}" if str(error.problem).startswith("has the key") else \
-        f"is not valid YAML at line {mark.line + 1}: {error.problem}"
+    return f"is not valid YAML at line {mark.line + 1}: {error.problem}"
 
 
 def _coerce_all(recipe: Recipe, raw: dict[str, object], source: str, problems: list[str]) -> dict[str, object]:
