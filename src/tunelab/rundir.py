@@ -95,9 +95,9 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, settings: dict, free_to_chan
     return resuming
 
 
-def made_by_tunelab(folder: Path, marker: str = RUN_MARKER) -> bool:
-    """Whether `folder` holds the marker file tunelab writes into every folder it may later replace."""
-    return (folder / marker).is_file()
+def made_by_tunelab(folder: Path) -> bool:
+    """Whether `folder` holds the marker tunelab writes into every run directory it may later resume or replace."""
+    return (folder / RUN_MARKER).is_file()
 
 
 def refuse_unless_made_by_tunelab(run_dir: Path) -> None:
