@@ -152,8 +152,10 @@ def test_a_runs_config_never_turns_trust_remote_code_on(tiny_chat_run, tiny_llam
 
 # ---------------------------------------------------------------------------- a stop during the report stage
 
-def test_a_stop_during_the_report_is_finished_by_the_rerun_without_training(tiny_phi_dir, snli_dir, tmp_path,
+@pytest.mark.parametrize("extra", [[], ["--overwrite"]], ids=["plain", "overwrite"])
+def test_a_stop_during_the_report_is_finished_by_the_rerun_without_training(extra, tiny_phi_dir, snli_dir, tmp_path,
                                                                            monkeypatch, capsys):
+    """The same command again, as the interrupt advises, writes only the report (also when it had --overwrite)."""
     import tunelab.report
     from test_faults import RECIPE, tiny_argv
     from tunelab.config import parse_recipe
@@ -165,7 +167,7 @@ def test_a_stop_during_the_report_is_finished_by_the_rerun_without_training(tiny
         raise TrainingInterrupted("Interrupted by SIGTERM outside training: run the same command again to continue")
 
     monkeypatch.setattr(tunelab.report, "write_report", stopped)
-    argv = tiny_argv(tiny_phi_dir, snli_dir, tmp_path, "--run_name", "cut")
+    argv = tiny_argv(tiny_phi_dir, snli_dir, tmp_path, "--run_name", "cut", *extra)
     with pytest.raises(TrainingInterrupted):
         main(parse_recipe(RECIPE, argv))
     run_dir = tmp_path / "cut"
@@ -178,4 +180,4 @@ def test_a_stop_during_the_report_is_finished_by_the_rerun_without_training(tiny
     assert contents(run_dir / "checkpoints") == trained
     assert "writing the report only" in capsys.readouterr().out
     with pytest.raises(TunelabError, match="holds a finished run"):
-        main(parse_recipe(RECIPE, argv))
+        main(parse_recipe(RECIPE, [arg for arg in argv if arg != "--overwrite"]))

@@ -84,7 +84,7 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, settings: dict, free_to_chan
         raise TunelabError(f"{run_dir} holds an unfinished run started with other settings "
                            f"({', '.join(changed)}), which resuming would mix: pass --overwrite to start it again "
                            "with the new settings, or choose a new --run_name")
-    if finished or changed or (overwrite and report_missing(run_dir)):
+    if finished or changed:  # an unfinished run with the same settings resumes, as the interrupt advised
         set_aside = run_dir / REPLACED
         set_aside.mkdir()
         for child in run_content(run_dir):
