@@ -33,6 +33,7 @@ from tunelab.rundir import (
     CHECKPOINT_COMPLETE,
     LOCK_FILE,
     REPLACED,
+    RUN_MARKER,
     acquire_run_lock,
     explain_write_failure,
     last_complete_checkpoint,
@@ -125,7 +126,8 @@ def test_a_loss_rising_far_above_its_start_is_flagged(capsys):
 
 def fake_finished_run(run_dir: Path, settings: dict) -> dict[str, bytes]:
     """A finished run's files (as a run writes them) and their contents."""
-    files = {"config.yaml": json.dumps(settings).encode(), "run_info.json": b"{}", "adapter/adapter_model.safetensors":
+    files = {RUN_MARKER: b"{}", "config.yaml": json.dumps(settings).encode(), "run_info.json": b"{}",
+             "adapter/adapter_model.safetensors":
              b"weights", "eval/test/finetuned/metrics.json": b"{}", "report/report.md": b"# report"}
     for name, content in files.items():
         (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +150,8 @@ def test_overwrite_that_fails_to_start_puts_the_finished_run_back(tiny_phi_dir, 
     with pytest.raises(TunelabError, match="not valid JSON"):
         main(recipe)
     assert contents(run_dir) == before
-    assert sorted(p.name for p in run_dir.iterdir()) == ["adapter", "config.yaml", "eval", "report", "run_info.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["adapter", "config.yaml", "eval", "report", "run_info.json",
+                                                          RUN_MARKER]
 
 
 def test_a_start_killed_while_replacing_a_run_gives_it_back(tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tunelab.errors import TunelabError
+from tunelab.rundir import RUN_MARKER
 from tunelab.sweep.grid import plan_sweep, record_sweep
 from tunelab.sweep.report import write_sweep_report
 from tunelab.sweep.run import sweep_command
@@ -55,6 +56,41 @@ def test_another_grid_in_the_same_folder_is_refused(tmp_path):
     record_sweep(plan_sweep(RECIPE, ["--seed", "1,2"], tmp_path), tmp_path)  # the same sweep: resumed
     with pytest.raises(TunelabError, match="holds another sweep"):
         record_sweep(plan_sweep(RECIPE, ["--seed", "1,3"], tmp_path), tmp_path)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "5,5"], "--seed lists 5 more than once"),
+    (["--dataset", "data/x y,data/x-y"], r"\{'dataset': 'data/x y'\} and \{'dataset': 'data/x-y'\} would share the "
+                                         "run folder dataset-data-x-y"),
+    (["--head", "label_words,classifier", "--lora_target_modules", "q_proj,lm_head"],
+     "lora_target_modules names lm_head, which --head classifier replaces"),
+])
+def test_settings_that_collide_or_fail_at_model_load_stop_before_any_run(tmp_path, argv, message):
+    with pytest.raises(TunelabError, match=message):
+        plan_sweep(RECIPE, argv, tmp_path / "sweep")
+
+
+def test_a_damaged_sweep_record_is_named(tmp_path):
+    (tmp_path / "sweep.json").write_text('{"recipe": ')
+    with pytest.raises(TunelabError, match=f"{tmp_path / 'sweep.json'} is damaged .*another --sweep_dir"):
+        record_sweep(plan_sweep(RECIPE, ["--seed", "1,2"], tmp_path), tmp_path)
+
+
+def test_a_fixed_command_continues_a_sweep_that_finished_no_run(tmp_path):
+    from tunelab.rundir import prepare_run_dir
+
+    failed = plan_sweep(RECIPE, ["--seed", "1,2", "--learning_rate", "9"], tmp_path)
+    record_sweep(failed, tmp_path)
+    fixed = plan_sweep(RECIPE, ["--seed", "1,2", "--learning_rate", "1e-4"], tmp_path)
+    assert record_sweep(fixed, tmp_path) is True  # its runs start again with --overwrite
+    assert json.loads((tmp_path / "sweep.json").read_text()) == fixed
+    finished = tmp_path / fixed["runs"][0]["name"]
+    prepare_run_dir(finished, overwrite=False, settings={})
+    for name in ("run_info.json", "report/report.md"):
+        (finished / name).parent.mkdir(exist_ok=True)
+        (finished / name).write_text("{}")
+    with pytest.raises(TunelabError, match="holds another sweep .*, finished runs\\)"):
+        record_sweep(failed, tmp_path)
 
 
 def test_sweep_of_two_tiny_runs_resumes_after_an_interruption_and_reports(tiny_phi_dir, snli_dir, tmp_path, capsys):
@@ -124,6 +160,9 @@ def test_best_setting_is_chosen_on_validation_not_test(tmp_path):
                 {"accuracy": accuracy, "balanced_accuracy": accuracy, "macro_f1": accuracy}))
         (folder / "train_log.json").write_text(json.dumps([{"eval_accuracy": 0.1}, {"eval_accuracy": validation}]))
         (folder / "run_info.json").write_text(json.dumps({"timings_s": {"train": 1.0}}))
+        (folder / RUN_MARKER).write_text("{}")
+        (folder / "report").mkdir()
+        (folder / "report" / "report.md").write_text("# report")
     write_sweep_report(sweep_dir)
     results = json.loads((sweep_dir / "sweep_results.json").read_text())
     assert results["best"] == "learning_rate-1e-4"

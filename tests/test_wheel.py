@@ -17,8 +17,9 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from nli_helpers import tiny_nli_argv
 from packaging.requirements import Requirement
+
+from nli_helpers import tiny_nli_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "src", "accelerate_configs", "recipes", "slurm")

@@ -13,6 +13,10 @@ from tunelab.config import load_recipe
 from tunelab.console import quiet_third_party
 from tunelab.errors import TunelabError, exit_on_error
 
+# A run folder's config.yaml never turns this on: only the command that loads the run does.
+TRUST_HELP = "run the model repository's own Python code (only for repositories you trust); a run's config.yaml " \
+             "never turns this on"
+
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
@@ -42,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     merge.add_argument("run_dir")
     merge.add_argument("--output", help="output folder (default: RUN_DIR/merged)")
     merge.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    merge.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    merge.add_argument("--overwrite", action="store_true", help="replace a merged model tunelab wrote there before")
+    merge.add_argument("--trust_remote_code", action="store_true", help=TRUST_HELP)
     chat = commands.add_parser("chat", help="chat on the terminal with a chat run's model, streamed, on CPU")
     chat.add_argument("run_dir", help="a chat run directory (its merged model, else base + adapter) or a model folder")
     chat.add_argument("--use", default="auto", choices=("auto", "merged", "adapter"))
@@ -50,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     chat.add_argument("--temperature", type=float, default=0.7, help="0 for greedy decoding")
     chat.add_argument("--system", help="a system message to start every conversation with")
     chat.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    chat.add_argument("--trust_remote_code", action="store_true", help=TRUST_HELP)
     commands.add_parser("bench", help="training and evaluation throughput and memory vs the notebooks' approach "
                                       "(tunelab bench --help)", add_help=False)
     commands.add_parser("sweep", help="run every combination of comma-separated settings, here or as a Slurm job "
@@ -104,11 +110,12 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "merge":
             from tunelab.chat.serve import merge_adapter
 
-            print(merge_adapter(args.run_dir, args.output, args.dtype, args.overwrite))
+            print(merge_adapter(args.run_dir, args.output, args.dtype, args.overwrite, args.trust_remote_code))
         elif args.command == "chat":
             from tunelab.chat.serve import chat_command
 
-            chat_command(args.run_dir, args.use, args.max_new_tokens, args.temperature, args.system, args.threads)
+            chat_command(args.run_dir, args.use, args.max_new_tokens, args.temperature, args.system, args.threads,
+                         args.trust_remote_code)
         elif args.command == "init":
             from tunelab.resources import init_project
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import runpy
+import string
 import sys
 import types
 import typing
@@ -167,6 +169,9 @@ class Recipe:
                            "gradient_accumulation_steps", "logging_steps")),
             (self.num_train_epochs > 0 or self.max_steps > 0,
              "set num_train_epochs > 0 or max_steps > 0: there is nothing to train"),
+            (math.isfinite(self.num_train_epochs),
+             f"num_train_epochs must be a finite number, not {self.num_train_epochs}: set a number of passes, "
+             "or --max_steps"),
             (0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}"),
             (self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, not {self.max_grad_norm}"),
             (self.loraplus_lr_ratio is None or self.loraplus_lr_ratio >= 1,
@@ -183,6 +188,15 @@ class Recipe:
             (self.gpu_memory is None or self.gpu_memory > 0, f"gpu_memory must be positive GiB, not {self.gpu_memory}"),
         ]
         return failed(checks)
+
+
+def unfilled_slots(template: str, columns: tuple[str, ...]) -> list[str]:
+    """The `{slot}`s of a str.format template that none of `columns` fills; a lone brace counts as one."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError:
+        return ["a lone brace"]
+    return [name for name in names if name not in columns]
 
 
 def failed(checks: list[tuple[object, str]]) -> list[str]:
@@ -302,14 +316,44 @@ def _read_yaml(path: str) -> dict[str, object]:
     except OSError as error:
         raise TunelabError(f"cannot read config file {path}: {error.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as error:
-        raise TunelabError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+        raise TunelabError(f"config file {path} {yaml_problem(error, text)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise TunelabError(f"config file {path} must be a mapping of setting: value")
     return {str(k): v for k, v in data.items()}
+
+
+class RepeatedKey(yaml.constructor.ConstructorError):
+    """A YAML mapping that gives one key twice."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, refusing a key given twice (YAML would keep the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise RepeatedKey(None, None, f"has the key {key!r} twice: keep one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def yaml_problem(error: yaml.YAMLError, text: str) -> str:
+    """What is wrong in a YAML file, on one line with its line number: a repeated key, a tab, or YAML's words."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return f"is not valid YAML: {str(error).splitlines()[0]}"
+    line = (text.splitlines() + [""])[mark.line]
+    if isinstance(error, RepeatedKey):
+        return f"line {mark.line + 1} {error.problem}"
+    if "\t" in line[:len(line) - len(line.lstrip())]:
+        return f"line {mark.line + 1} is indented with a tab: YAML indents with spaces only"
+    return f"is not valid YAML at line {mark.line + 1}: {error.problem}"
 
 
 def _coerce_all(recipe: Recipe, raw: dict[str, object], source: str, problems: list[str]) -> dict[str, object]:

@@ -25,6 +25,12 @@ QUIET_WARNINGS = (
     (UserWarning, r"bitsandbytes\.", r"Paged optimizers are not supported on CPU"),
     # A recipe that trains lm_head saves it with the adapter; PEFT announces that it does.
     (UserWarning, r"peft\.", r"Setting `save_embedding_layers` to `True` as embedding layers found"),
+    # A test split of one label (or predictions of labels it lacks): the report says what its figures mean.
+    (UserWarning, r"sklearn\.", r"A single label was found in 'y_true' and 'y_pred'"),
+    (UserWarning, r"sklearn\.", r"y_pred contains classes not in y_true"),
+    (UserWarning, r"sklearn\.", r"(Precision|Recall|F-score) is ill-defined"),
+    # A training log of a single point draws a curve with equal axis limits.
+    (UserWarning, r"matplotlib\.", r"Attempting to set identical (low and high|left == right|bottom == top)"),
 )
 
 # (logger, message start): log lines at import or set-up time.
@@ -34,6 +40,20 @@ QUIET_LOG_LINES = (
     ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community"),
     ("DeepSpeed", "Setting accelerator to CPU"),
 )
+
+
+class DropNewHeadReport(logging.Filter):
+    """Drops transformers' load report when it lists only what `--head classifier` means to do: the causal LM's
+    lm_head left out, the new classification head (score) made. Any other missing or unexpected weight shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if "LOAD REPORT" not in message:
+            return True
+        cells = [[cell.strip() for cell in line.split("|")[:2]] for line in message.splitlines() if "|" in line]
+        rows = [(key, status) for key, status in cells if key != "Key" and key.strip("-+")]
+        return not rows or not all((key.startswith("lm_head.") and status == "UNEXPECTED")
+                                   or (key.startswith("score.") and status == "MISSING") for key, status in rows)
 
 
 class DropMessages(logging.Filter):
@@ -57,6 +77,9 @@ def quiet_third_party(debug: bool = False) -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, DropMessages) for f in logger.filters):
             logger.addFilter(DropMessages(tuple(start for n, start in QUIET_LOG_LINES if n == name)))
+    loader = logging.getLogger("transformers.modeling_utils")
+    if not any(isinstance(f, DropNewHeadReport) for f in loader.filters):
+        loader.addFilter(DropNewHeadReport())
 
 
 def is_main_process() -> bool:

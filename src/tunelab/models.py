@@ -155,6 +155,17 @@ def check_target_modules(model: torch.nn.Module, targets: list[str]) -> None:
         candidates = sorted(n for n in leaf_names if not n.isdigit() and "norm" not in n and "drop" not in n)
         raise TunelabError(f"lora_target_modules {missing} match no module of {model.config.model_type}: "
                            f"choose from {', '.join(candidates)}")
+    kinds = {name.rsplit(".", 1)[-1]: type(module).__name__ for name, module in model.named_modules()
+             if name.rsplit(".", 1)[-1] in targets and not isinstance(module, LORA_LAYERS)}
+    if kinds:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                         if isinstance(module, torch.nn.Linear)})
+        raise TunelabError(f"lora_target_modules names {', '.join(f'{n} ({k})' for n, k in kinds.items())}, not a "
+                           f"linear layer, which LoRA adapts: choose from {', '.join(linear)}")
+
+
+LORA_LAYERS = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, Conv1D,
+               torch.nn.MultiheadAttention)  # the layer types PEFT's LoRA can wrap
 
 
 def targets_conv1d(model: torch.nn.Module, targets: list[str]) -> bool:

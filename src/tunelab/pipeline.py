@@ -53,6 +53,7 @@ from tunelab.rundir import (
     prepare_run_dir,
     record_start,
     release_run_lock,
+    report_missing,
     restore_replaced_run,
 )
 from tunelab.runtime.fsdp import check_fsdp_settings, save_trained_adapter
@@ -76,8 +77,9 @@ def run_stages(run_class: type[PipelineRun], recipe: Recipe, callbacks: Sequence
     set_seed(recipe.seed)
     with interruptible(), run_class(recipe, callbacks) as run:
         wandb_run = start_wandb(recipe, run.dir, run.state)
+        chosen = stages_to_run(run)
         for name, stage in stages.items():
-            if name in recipe.stages:
+            if name in chosen:
                 stage(run)
         progress = run.save_progress()
         for line in format_summary(progress):
@@ -85,6 +87,14 @@ def run_stages(run_class: type[PipelineRun], recipe: Recipe, callbacks: Sequence
         finish_wandb(wandb_run, run.dir, progress)
         run.state.wait_for_everyone()
     return run.dir
+
+
+def stages_to_run(run: PipelineRun) -> list[str]:
+    """The recipe's stages, or only the report when an earlier start stopped after run_info.json, before the report."""
+    if report_missing(run.dir) and "report" in run.recipe.stages:
+        say(f"{run.dir} finished training and evaluation but not its report: writing the report only")
+        return ["report"]
+    return run.recipe.stages
 
 
 def looks_like_hub_id(name: str) -> bool:

@@ -26,8 +26,11 @@ from transformers import TrainerCallback
 
 from tunelab.console import say
 from tunelab.errors import TunelabError
+from tunelab.secrets import redact
 
+RUN_MARKER = "tunelab_run.json"  # written into every run directory: only folders holding it are replaced or resumed
 FINISHED_MARKER = "run_info.json"
+REPORT = Path("report") / "report.md"  # written after run_info.json: with it, the run is finished
 LOCK_FILE = ".lock"
 REPLACED = ".replaced"  # an earlier run set aside by --overwrite until the new one starts training
 CHECKPOINT_COMPLETE = "tunelab_checkpoint_complete.json"
@@ -55,7 +58,8 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    """Text written atomically, with every secret value redacted (tunelab.secrets)."""
+    atomic_write(path, lambda temporary: temporary.write_text(redact(text), encoding="utf-8"))
 
 
 def atomic_write_json(path: Path, data: object) -> None:
@@ -63,16 +67,17 @@ def atomic_write_json(path: Path, data: object) -> None:
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool, settings: dict, free_to_change: Iterable[str] = ()) -> bool:
-    """Refuse a finished run, or an unfinished one whose config.yaml differs from `settings` in anything but
-    `free_to_change`, unless `overwrite`: then set the old run aside (`restore_replaced_run` puts it back,
-    `discard_replaced_run` deletes it). Returns True when resuming.
+    """Refuse a folder tunelab did not make, a finished run, or an unfinished one whose config.yaml differs from
+    `settings` in anything but `free_to_change`, unless `overwrite`: then set the old run aside
+    (`restore_replaced_run` puts it back, `discard_replaced_run` deletes it). Returns True when resuming.
 
     Call with the run's lock held, so an --overwrite never moves a directory another run uses.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     restore_replaced_run(run_dir)  # a start killed before it trained: the run it replaced is still the run
-    finished = (run_dir / FINISHED_MARKER).exists()
-    changed = changed_settings(run_dir / "config.yaml", settings, free_to_change)
+    refuse_unless_made_by_tunelab(run_dir)
+    finished = is_finished_run(run_dir)
+    changed = changed_settings(run_dir / "config.yaml", redact(settings), free_to_change)
     if (finished or changed) and not overwrite:
         if finished:
             raise TunelabError(f"{run_dir} holds a finished run: choose another --run_name or --output_dir, "
@@ -80,12 +85,39 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, settings: dict, free_to_chan
         raise TunelabError(f"{run_dir} holds an unfinished run started with other settings "
                            f"({', '.join(changed)}), which resuming would mix: pass --overwrite to start it again "
                            "with the new settings, or choose a new --run_name")
-    if finished or changed:
+    if finished or changed:  # an unfinished run with the same settings resumes, as the interrupt advised
         set_aside = run_dir / REPLACED
         set_aside.mkdir()
         for child in run_content(run_dir):
             os.replace(child, set_aside / child.name)
-    return any(True for _ in run_content(run_dir))
+    resuming = any(path.name != RUN_MARKER for path in run_content(run_dir))
+    if not (run_dir / RUN_MARKER).exists():
+        atomic_write_json(run_dir / RUN_MARKER, {"written_by": "tunelab", "what": "a run directory"})
+    return resuming
+
+
+def made_by_tunelab(folder: Path) -> bool:
+    """Whether `folder` holds the marker tunelab writes into every run directory it may later resume or replace."""
+    return (folder / RUN_MARKER).is_file()
+
+
+def refuse_unless_made_by_tunelab(run_dir: Path) -> None:
+    """A folder with files but no run marker is someone else's: never resumed into, never replaced."""
+    content = run_content(run_dir)
+    if content and not made_by_tunelab(run_dir):
+        names = ", ".join(sorted(path.name for path in content)[:3])
+        raise TunelabError(f"{run_dir} holds files tunelab did not write ({names}{', ...' if len(content) > 3 else ''})"
+                           ", which it neither resumes into nor replaces: choose another --run_name or --output_dir")
+
+
+def is_finished_run(run_dir: Path) -> bool:
+    """A run whose report stage completed: run_info.json, then the report, both written."""
+    return made_by_tunelab(run_dir) and (run_dir / FINISHED_MARKER).is_file() and (run_dir / REPORT).is_file()
+
+
+def report_missing(run_dir: Path) -> bool:
+    """A run stopped between run_info.json and its report: only the report is left to write."""
+    return made_by_tunelab(run_dir) and (run_dir / FINISHED_MARKER).is_file() and not (run_dir / REPORT).is_file()
 
 
 def changed_settings(config_path: Path, settings: dict, free_to_change: Iterable[str]) -> list[str]:
@@ -114,6 +146,7 @@ def restore_replaced_run(run_dir: Path) -> None:
     set_aside = run_dir / REPLACED
     if not set_aside.is_dir():
         return
+    refuse_foreign_set_aside(set_aside)
     for child in run_content(run_dir):
         shutil.rmtree(child) if child.is_dir() else child.unlink()
     for child in set_aside.iterdir():
@@ -124,7 +157,25 @@ def restore_replaced_run(run_dir: Path) -> None:
 
 def discard_replaced_run(run_dir: Path) -> None:
     """Delete the run that --overwrite set aside: the new run has started training."""
-    shutil.rmtree(run_dir / REPLACED, ignore_errors=True)
+    set_aside = run_dir / REPLACED
+    if set_aside.is_dir():
+        refuse_foreign_set_aside(set_aside)
+        shutil.rmtree(set_aside)
+
+
+def refuse_foreign_set_aside(set_aside: Path) -> None:
+    if not made_by_tunelab(set_aside):
+        raise TunelabError(f"{set_aside} was not made by tunelab's --overwrite (it holds no {RUN_MARKER}): "
+                           "move it out of the run directory, then run the command again")
+
+
+def replaced_run_notice(run_dir: Path) -> str | None:
+    """Where the run an unfinished --overwrite set aside is, and how to get it back; None when there is none."""
+    set_aside = Path(run_dir) / REPLACED
+    if not set_aside.is_dir():
+        return None
+    return (f"{run_dir} is being replaced by --overwrite, which stopped before training: the earlier run is in "
+            f"{set_aside}; run the same command without --overwrite to put it back, or with it to replace it")
 
 
 # ---------------------------------------------------------------------------- disk space and permissions
@@ -332,13 +383,17 @@ def record_start(progress_path: Path) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSON-lines file; a malformed line is reported with its file and line number."""
+    """Rows of a JSON-lines file (a UTF-8 byte-order mark is skipped); a folder, a link that loops, a JSON array
+    or a malformed line is reported on one line with the file (and line number)."""
     rows = []
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open_data_file(path) as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
+                if not rows and line.lstrip().startswith("["):
+                    raise TunelabError(f"{path}:{number} holds a JSON array, not JSON lines: write one object per "
+                                       "line (for example with: jq -c '.[]' FILE)")
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as error:
@@ -351,8 +406,22 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def open_data_file(path: Path, newline: str | None = None):
+    """`path` opened as UTF-8 text (a byte-order mark skipped), or a one-line error for what is not a readable file.
+    Every data reader opens its file here (`newline=""` for the csv module)."""
+    if Path(path).is_dir():
+        raise TunelabError(f"{path} is a folder where a data file should be: give the file itself")
+    try:
+        return open(path, encoding="utf-8-sig", newline=newline)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise TunelabError(f"{path} is a symbolic link that loops back on itself: point it at the data "
+                               "file") from None
+        raise TunelabError(f"cannot read {path} ({error.strerror}): check the path") from None
+
+
 def read_csv(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open_data_file(path, newline="") as handle:
         return list(csv.DictReader(handle))
 
 

@@ -30,6 +30,7 @@ import json
 import netrc
 import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
@@ -184,8 +185,12 @@ def start_wandb(recipe, run_dir: Path, state):
         run_id = uuid.uuid4().hex[:12]
     if not environ_run_id:
         id_file.write_text(run_id + "\n")
-    return wandb.init(dir=str(run_dir), id=run_id, resume="allow",
-                      **wandb_init_arguments(recipe, run_dir, state.num_processes))
+    command_line, sys.argv = sys.argv, redact(sys.argv)  # W&B records the command line in its metadata
+    try:
+        return wandb.init(dir=str(run_dir), id=run_id, resume="allow",
+                          **wandb_init_arguments(recipe, run_dir, state.num_processes))
+    finally:
+        sys.argv = command_line
 
 
 def finish_wandb(run, run_dir: Path, progress: dict) -> None:

@@ -26,6 +26,7 @@ Sources, by a chat recipe's `dataset` field:
 
 from __future__ import annotations
 
+import os
 import random
 from collections import defaultdict
 from collections.abc import Iterable
@@ -60,41 +61,29 @@ def reply_order(message: dict) -> tuple:
             str(message["message_id"]))
 
 
-def build_conversations(messages: Iterable[dict], language: str | None = "en") -> list[dict]:
+def build_conversations(messages: Iterable[dict], language: str | None = "en",
+                        source: str = "the message rows") -> list[dict]:
     """Conversations from OASST1 message rows, in the order their root prompts appear.
 
     Each conversation is {"tree_id", "messages": [{"role": "user"|"assistant", "content"}],
-    "message_ids"}; roles alternate, starting with the user and ending with the assistant.
+    "message_ids"}; roles alternate, starting with the user and ending with the assistant. A row with
+    an unknown role, no text, or the role of its parent is refused, naming `source` and the row.
     """
     rows = list(messages)
     children: dict[str, list[dict]] = defaultdict(list)
     roots = []
-    for row in rows:
-        missing = [column for column in REQUIRED_COLUMNS if column not in row]
-        if missing:
-            raise TunelabError(f"message rows need the OASST1 columns {', '.join(REQUIRED_COLUMNS)}; "
-                               f"a row lacks {', '.join(missing)}: check the dataset")
+    for number, row in enumerate(rows, start=1):
+        check_message(row, f"{source}: row {number}")
         if row["parent_id"] is None:
             roots.append(row)
         else:
             children[row["parent_id"]].append(row)
-
-    def paths_from(message: dict, path: list[dict]) -> list[list[dict]]:
-        path = [*path, message]
-        replies = [child for child in children.get(message["message_id"], [])
-                   if is_usable(child, language) and child["role"] != message["role"]]
-        if message["role"] == "prompter":
-            if not replies:
-                return []
-            return paths_from(min(replies, key=reply_order), path)
-        branches = [found for reply in replies for found in paths_from(reply, path)]
-        return branches or [path]
-
+    check_role_order(rows, children, source)
     conversations = []
     for root in roots:
-        if root["role"] != "prompter" or not is_usable(root, language):
+        if not is_usable(root, language):
             continue
-        for path in paths_from(root, []):
+        for path in conversation_paths(root, children, language):
             conversations.append({
                 "tree_id": root.get("message_tree_id") or root["message_id"],
                 "messages": [{"role": OASST_ROLES[m["role"]], "content": m["text"].strip()} for m in path],
@@ -103,12 +92,66 @@ def build_conversations(messages: Iterable[dict], language: str | None = "en") -
     return conversations
 
 
+def check_message(row: dict, where: str) -> None:
+    missing = [column for column in REQUIRED_COLUMNS if column not in row]
+    if missing:
+        raise TunelabError(f"{where}: message rows need the OASST1 columns {', '.join(REQUIRED_COLUMNS)}; "
+                           f"this row lacks {', '.join(missing)}: check the dataset")
+    if row["role"] not in OASST_ROLES:
+        raise TunelabError(f"{where}: unknown role {row['role']!r}: use {' or '.join(OASST_ROLES)}")
+    if not isinstance(row["text"], str) or not row["text"].strip():
+        raise TunelabError(f"{where}: message {row['message_id']} has no text: fill it in or remove the row")
+
+
+def check_role_order(rows: list[dict], children: dict[str, list[dict]], source: str) -> None:
+    """Roots are prompts and replies alternate with their parent's role."""
+    numbers = {id(row): number for number, row in enumerate(rows, start=1)}
+    for row in rows:
+        wrong = ([row] if row["parent_id"] is None and row["role"] != "prompter" else
+                 [child for child in children.get(row["message_id"], []) if child["role"] == row["role"]])
+        if wrong:
+            expected = "prompter" if wrong[0]["role"] == "assistant" else "assistant"
+            raise TunelabError(f"{source}: row {numbers[id(wrong[0])]}: message {wrong[0]['message_id']} has role "
+                               f"{wrong[0]['role']!r} where {expected!r} belongs: a tree starts with a prompt and "
+                               "replies alternate")
+
+
+def conversation_paths(root: dict, children: dict[str, list[dict]], language: str | None) -> list[list[dict]]:
+    """Each path from `root` that ends on an assistant reply: the best reply to each prompt, every follow-up of
+    each reply. Walked with a stack, not recursion: a tree may be deeper than Python's recursion limit."""
+    def replies(message: dict) -> list[dict]:
+        return [child for child in children.get(message["message_id"], []) if is_usable(child, language)]
+
+    paths, stack = [], [(root, None)]
+    while stack:
+        message, before = stack.pop()
+        chain = (message, before)
+        if message["role"] == "prompter":
+            answers = replies(message)
+            stack.extend([(min(answers, key=reply_order), chain)] if answers else [])
+            continue
+        follow_ups = [prompt for prompt in replies(message) if replies(prompt)]  # each one leads to a path
+        if not follow_ups:
+            paths.append(unwind(chain))
+        stack.extend((prompt, chain) for prompt in reversed(follow_ups))
+    return paths
+
+
+def unwind(chain: tuple | None) -> list[dict]:
+    """The messages of a linked chain (message, the chain before it), first message first."""
+    messages = []
+    while chain is not None:
+        message, chain = chain
+        messages.append(message)
+    return messages[::-1]
+
+
 # ---------------------------------------------------------------------------- loading
 
 def load_chat_split(dataset: str, split: str, language: str | None, size: int | None = None) -> list[dict]:
     """Conversations of one split of a dataset in OASST1's tree schema; at most `size` of them."""
-    rows = _read_message_rows(dataset, split)
-    conversations = build_conversations(rows, language)
+    source, rows = _read_message_rows(dataset, split)
+    conversations = build_conversations(rows, language, source)
     if not conversations:
         where = f" in language {language!r}" if language else ""
         raise TunelabError(f"no conversations{where} in {dataset}:{split}: check the dataset and --language "
@@ -116,20 +159,21 @@ def load_chat_split(dataset: str, split: str, language: str | None, size: int | 
     return conversations[:size]
 
 
-def _read_message_rows(dataset: str, split: str) -> list[dict]:
+def _read_message_rows(dataset: str, split: str) -> tuple[str, list[dict]]:
+    """(where the rows come from, the rows) for one split."""
     if dataset == "starter":
-        return read_jsonl(starter_oasst_dir() / f"{split}.jsonl")
+        return dataset, read_jsonl(starter_oasst_dir() / f"{split}.jsonl")
     path = Path(dataset).expanduser()
     if path.is_dir():
         candidate = path / f"{split}.jsonl"
-        if not candidate.exists():
+        if not os.path.lexists(candidate):  # a link that loops is the reader's to name
             found = ", ".join(sorted(p.name for p in path.glob("*.jsonl"))) or "no .jsonl files"
             raise TunelabError(f"{path} has no {split}.jsonl (found: {found}): name the file {split}.jsonl "
                                "or set the recipe's split names")
-        return read_jsonl(candidate)
+        return str(candidate), read_jsonl(candidate)
     if dataset.startswith((".", "/", "~")) or path.suffix == ".jsonl":
         raise TunelabError(f"dataset path {dataset} does not exist: check the --dataset path")
-    return _load_from_hub(dataset, split)
+    return f"{dataset}:{split}", _load_from_hub(dataset, split)
 
 
 def _load_from_hub(dataset: str, split: str) -> list[dict]:

@@ -72,8 +72,11 @@ def _run_settings(run_dir: Path) -> dict:
     return yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
 
 
-def load_base_and_adapter(run_dir: str | Path, dtype: str = "float32"):
-    """The base model with the run's LoRA adapter on top (not merged), and the run's tokenizer."""
+def load_base_and_adapter(run_dir: str | Path, dtype: str = "float32", trust_remote_code: bool = False):
+    """The base model with the run's LoRA adapter on top (not merged), and the run's tokenizer.
+
+    `trust_remote_code` comes from the command that loads the run, never from the run's config.yaml:
+    a run folder is something people share."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -81,10 +84,13 @@ def load_base_and_adapter(run_dir: str | Path, dtype: str = "float32"):
 
     run_dir = Path(run_dir)
     settings = _run_settings(run_dir)
+    if settings.get("trust_remote_code") and not trust_remote_code:
+        say(f"{run_dir} was trained with trust_remote_code: true; no code from the model repository runs here "
+            "unless this command is given --trust_remote_code", stream=sys.stderr)
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "adapter")
     base_path = resolve_model_path(settings["model_name_or_path"])
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=_dtype(dtype), use_safetensors=True,
-                                                trust_remote_code=bool(settings.get("trust_remote_code")))
+                                                trust_remote_code=trust_remote_code)
     if len(tokenizer) > base.get_input_embeddings().num_embeddings:
         base.resize_token_embeddings(len(tokenizer))  # the saved adapter carries the trained rows
     model = PeftModel.from_pretrained(base, run_dir / "adapter")
@@ -93,7 +99,7 @@ def load_base_and_adapter(run_dir: str | Path, dtype: str = "float32"):
     return model, tokenizer
 
 
-def load_model_folder(path: str | Path, dtype: str = "float32"):
+def load_model_folder(path: str | Path, dtype: str = "float32", trust_remote_code: bool = False):
     """A plain model folder (a merged model) and its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -101,13 +107,14 @@ def load_model_folder(path: str | Path, dtype: str = "float32"):
     if not (path / "config.json").is_file():
         raise TunelabError(f"{path} is neither a chat run directory nor a model folder (no config.json)")
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype), use_safetensors=True)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype), use_safetensors=True,
+                                                 trust_remote_code=trust_remote_code)
     model.eval()
     configure_generation(model, tokenizer)
     return model, tokenizer
 
 
-def load_chat_model(path: str | Path, use: str = "auto", dtype: str = "float32"):
+def load_chat_model(path: str | Path, use: str = "auto", dtype: str = "float32", trust_remote_code: bool = False):
     """(model, tokenizer, what) for a run directory or a model folder.
 
     For a run directory, `use` picks the merged model (`merged`, which must exist), base +
@@ -117,25 +124,29 @@ def load_chat_model(path: str | Path, use: str = "auto", dtype: str = "float32")
     if not path.exists():
         raise TunelabError(f"{path} does not exist: give a chat run directory or a merged model folder")
     if not is_run_dir(path):
-        return (*load_model_folder(path, dtype), f"model folder {path}")
+        return (*load_model_folder(path, dtype, trust_remote_code), f"model folder {path}")
     merged = path / "merged"
     if use == "merged" or (use == "auto" and (merged / MERGED_MARKER).is_file()):
         if not (merged / MERGED_MARKER).is_file():
             raise TunelabError(f"{merged} does not exist: run `tunelab merge {path}` first, or use --use adapter")
-        return (*load_model_folder(merged, dtype), f"merged model {merged}")
-    return (*load_base_and_adapter(path, dtype), f"base model + adapter of {path}")
+        return (*load_model_folder(merged, dtype, trust_remote_code), f"merged model {merged}")
+    return (*load_base_and_adapter(path, dtype, trust_remote_code), f"base model + adapter of {path}")
 
 
 def merge_adapter(run_dir: str | Path, output: str | Path | None = None, dtype: str = "float32",
-                  overwrite: bool = False) -> Path:
-    """Fold the run's adapter into the base weights and save a plain model folder (RUN_DIR/merged)."""
+                  overwrite: bool = False, trust_remote_code: bool = False) -> Path:
+    """Fold the run's adapter into the base weights and save a plain model folder (RUN_DIR/merged).
+
+    The model repository's own code (and the `auto_map` that names it) is carried into the merged folder only
+    with `trust_remote_code`."""
     run_dir = Path(run_dir)
     settings = _run_settings(run_dir)
     target = Path(output) if output else run_dir / "merged"
-    if target.exists() and not overwrite:
-        raise TunelabError(f"{target} already exists: pass --overwrite to replace it, or --output another folder")
-    model, tokenizer = load_base_and_adapter(run_dir, dtype)
+    check_merge_target(target, overwrite)
+    model, tokenizer = load_base_and_adapter(run_dir, dtype, trust_remote_code)
     merged = model.merge_and_unload()
+    if not trust_remote_code and hasattr(merged.config, "auto_map"):
+        del merged.config.auto_map
     staging = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex}")
     staging.mkdir(parents=True)
     try:
@@ -153,6 +164,17 @@ def merge_adapter(run_dir: str | Path, output: str | Path | None = None, dtype: 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def check_merge_target(target: Path, overwrite: bool) -> None:
+    """Only an empty folder or a merged model tunelab wrote (it holds MERGED_MARKER) may be replaced."""
+    if not target.exists() or (target.is_dir() and not any(target.iterdir())):
+        return
+    if not (target / MERGED_MARKER).is_file():
+        raise TunelabError(f"{target} exists and is not a merged model tunelab wrote (no {MERGED_MARKER}), so it is "
+                           "never replaced: choose another --output folder")
+    if not overwrite:
+        raise TunelabError(f"{target} already exists: pass --overwrite to replace it, or --output another folder")
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -261,10 +283,10 @@ def chat_loop(model, tokenizer, stdin: TextIO = sys.stdin, stdout: TextIO = sys.
 
 
 def chat_command(path: str, use: str = "auto", max_new_tokens: int = 256, temperature: float = 0.7,
-                 system: str | None = None, threads: int | None = None) -> None:
+                 system: str | None = None, threads: int | None = None, trust_remote_code: bool = False) -> None:
     """`tunelab chat`: load on CPU, then chat on the terminal."""
     if threads:
         torch.set_num_threads(threads)
-    model, tokenizer, what = load_chat_model(path, use)
+    model, tokenizer, what = load_chat_model(path, use, trust_remote_code=trust_remote_code)
     say(f"chatting with the {what} (CPU, {torch.get_num_threads()} threads)", stream=sys.stderr)
     chat_loop(model, tokenizer, max_new_tokens=max_new_tokens, temperature=temperature, system=system)

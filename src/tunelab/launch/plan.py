@@ -263,8 +263,8 @@ def _lora_parameters(model: torch.nn.Module, targets, rank: int, prefix: str = "
 
 
 def _model_config(name_or_path: str):
-    from tunelab.models import resolve_model_path
     from tunelab.architectures import published_config
+    from tunelab.models import resolve_model_path
 
     try:
         return AutoConfig.from_pretrained(resolve_model_path(name_or_path), local_files_only=True)
@@ -383,28 +383,28 @@ def launch_commands(target: Target, argv: list[str], estimate_s: float | None) -
     if target.count % nodes:
         raise TunelabError(f"{target.count} GPUs do not split evenly over {nodes} nodes of at most {GPUS_PER_NODE}: "
                            f"plan for {nodes * math.ceil(target.count / nodes)} or {GPUS_PER_NODE * (nodes - 1)} GPUs")
-    template = find_file(TEMPLATES[min(nodes, 2)])
+    template = TEMPLATES[min(nodes, 2)]
     sbatch = ["sbatch", f"--nodes={nodes}", f"--gpus-per-node={target.count // nodes}"]
     if estimate_s is not None:
         sbatch.append(f"--time={_slurm_time(time_limit_s(estimate_s, template))}")
     sbatch += [f"--export=ALL,RECIPE={recipe_path},ACCELERATE_CONFIG={_shown(target.profile.config_path)}",
-               _shown(template), "--profile", target.profile.name, *settings]
+               _shown(find_file(template)), "--profile", target.profile.name, *settings]
     accelerate = accelerate_command(recipe_path, target.profile, target.count, settings, accelerate="accelerate")
     accelerate[accelerate.index("--config_file") + 1] = _shown(target.profile.config_path)
     return {"accelerate": shlex.join(accelerate) if nodes == 1 else None, "sbatch": shlex.join(sbatch),
             "nodes": nodes}
 
 
-def time_limit_s(estimate_s: float, template: Path) -> int:
+def time_limit_s(estimate_s: float, template: str) -> int:
     """The estimate with its margin, the start-up, and the template's warning before the limit (the job
     checkpoints and requeues then), rounded up to 15 minutes."""
     seconds = estimate_s * TIME_MARGIN + START_UP_S + requeue_window_s(template)
     return math.ceil(seconds / 900) * 900
 
 
-def requeue_window_s(template: Path) -> int:
+def requeue_window_s(template: str) -> int:
     """Seconds before the time limit at which the template's job is told to checkpoint and requeue."""
-    return int(re.search(r"^#SBATCH --signal=B:USR1@(\d+)", template.read_text(), re.MULTILINE).group(1))
+    return int(re.search(r"^#SBATCH --signal=B:USR1@(\d+)", find_file(template).read_text(), re.MULTILINE).group(1))
 
 
 def _slurm_time(seconds: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tunelab.config import Recipe, failed
+from tunelab.config import Recipe, failed, unfilled_slots
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 HEADS = ("label_words", "classifier")
@@ -94,7 +94,12 @@ class NLIRecipe(Recipe):
             *((self.prompt_template.count(f"{{{name}}}") == 1,
                f"prompt_template must hold {{{name}}} exactly once, not {self.prompt_template!r}")
               for name in ("premise", "hypothesis")),
+            (not unfilled_slots(self.prompt_template, ("premise", "hypothesis")),
+             f"prompt_template has {{{', '.join(unfilled_slots(self.prompt_template, ('premise', 'hypothesis')))}}}"
+             ", which no column fills: use {premise} and {hypothesis} only (write a literal brace as {{ or }})"),
             (self.head in HEADS, f"head must be one of {', '.join(HEADS)}, not {self.head!r}"),
+            (self.head != "classifier" or "lm_head" not in self.lora_target_modules,
+             "lora_target_modules names lm_head, which --head classifier replaces by a new head: remove lm_head"),
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), not {self.label_smoothing}"),
             (self.metric_for_best_model in (None, "loss", "accuracy"),
              f"metric_for_best_model must be loss or accuracy, not {self.metric_for_best_model!r}"),

@@ -33,6 +33,7 @@ from tunelab.errors import TunelabError
 from tunelab.nli.config import NLI_LABELS, PROMPT_TEMPLATE, NLIRecipe
 from tunelab.resources import cache_root
 from tunelab.rundir import atomic_write_json, atomic_write_text, read_jsonl
+from tunelab.secrets import redact
 
 NO_GOLD_LABELS = (-1, "-", "", None)
 COLUMN_ALIASES = {"premise": "sentence1", "hypothesis": "sentence2", "label": "gold_label"}
@@ -111,7 +112,7 @@ def extra_train_rows(recipe: NLIRecipe) -> list[dict]:
     if not adds_extra_train_rows(recipe):
         return []
     extra = recipe.extra_train_dataset
-    return normalise_rows(_read_split(extra, None, "train"), source=f"{extra}:train")
+    return normalise_rows(_read_split(extra, None, "train", "extra_train_dataset"), source=f"{extra}:train")
 
 
 def say_extra_train_rows(recipe: NLIRecipe, rows: dict[str, list[dict]]) -> None:
@@ -247,6 +248,20 @@ def warn_about_small_data(recipe: NLIRecipe, rows: dict[str, list[dict]]) -> Non
             say(f"warning: {split} keeps only {len(kept)} rows of {recipe.dataset} ({rule})")
         if missing:
             say(f"warning: {split} has no {' or '.join(missing)} rows ({rule}, or check the data)")
+    for split in set(recipe.test_splits) & set(rows) - {recipe.train_split}:
+        shared = shared_rows(rows[split], rows.get(recipe.train_split, []))
+        if shared:
+            say(f"warning: {shared} of the {len(rows[split])} {split} rows are also {recipe.train_split} rows: the "
+                "scores on them are scores on training rows (check the data's splits)")
+
+
+def shared_rows(rows: list[dict], others: list[dict]) -> int:
+    """How many of `rows` have the same text (every text field but the label) as a row of `others`."""
+    def text(row: dict) -> tuple:
+        return tuple(sorted((key, value) for key, value in row.items() if isinstance(value, str) and key != "label"))
+
+    seen = {text(row) for row in others}
+    return sum(text(row) in seen for row in rows)
 
 
 def check_saved_rows(recipe: NLIRecipe, folder: Path) -> dict | None:
@@ -261,7 +276,8 @@ def check_saved_rows(recipe: NLIRecipe, folder: Path) -> dict | None:
 
 
 def _selection(recipe: NLIRecipe) -> dict:
-    return {name: getattr(recipe, name) for name in SELECTION_FIELDS}
+    """As selection.json holds it: secrets in a path redacted."""
+    return redact({name: getattr(recipe, name) for name in SELECTION_FIELDS})
 
 
 SELECTION_FIELDS = ("dataset", "dataset_config", "test_splits", "test_stride", "test_size", "test_sample",
@@ -269,22 +285,22 @@ SELECTION_FIELDS = ("dataset", "dataset_config", "test_splits", "test_stride", "
 STARTER_SETS = {"starter": "starter_nli", "starter_mnli": "starter_mnli"}
 
 
-def _read_split(dataset: str, config: str | None, split: str) -> Iterable[dict]:
+def _read_split(dataset: str, config: str | None, split: str, setting: str = "dataset") -> Iterable[dict]:
     if dataset in STARTER_SETS:
         return read_jsonl(_split_file(starter_data_dir(dataset), split))
     path = Path(dataset).expanduser()
     if path.is_dir():
         return read_jsonl(_split_file(path, split))
     if path.suffix == ".jsonl" or dataset.startswith((".", "/", "~")):
-        if not path.exists():
-            raise TunelabError(f"dataset path {dataset} does not exist: check the --dataset path")
+        if not os.path.lexists(path):
+            raise TunelabError(f"{setting} path {dataset} does not exist: check the --{setting} path")
         return read_jsonl(path)
     return _load_from_hub(dataset, config, split)
 
 
 def _split_file(folder: Path, split: str) -> Path:
     candidate = folder / f"{split}.jsonl"
-    if not candidate.exists():
+    if not os.path.lexists(candidate):  # a link that loops is the reader's to name
         found = ", ".join(sorted(p.name for p in folder.glob("*.jsonl"))) or "no .jsonl files"
         raise TunelabError(f"{folder} has no {split}.jsonl (found: {found}): name the file {split}.jsonl "
                            "or set the split name in the recipe")

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from tunelab.errors import TunelabError
 from tunelab.metrics import HEADLINE_METRICS
 from tunelab.report.figures import loss_figure, memory_figure
+from tunelab.rundir import replaced_run_notice
 
 MODEL_LABELS = {"baseline": "baseline", "finetuned": "fine-tuned"}  # tunelab.rundir.MODELS as a report names them
 NOT_RECORDED = "not recorded"
@@ -37,6 +38,8 @@ def load_run(run_dir: Path) -> Run:
     if not run_dir.is_dir():
         raise TunelabError(f"run directory {run_dir} not found: {PRODUCER} creates it")
     info_path = run_dir / "run_info.json"
+    if replaced_run_notice(run_dir):
+        raise TunelabError(replaced_run_notice(run_dir))
     if not info_path.is_file():
         raise TunelabError(f"{info_path} is missing: it is written by {PRODUCER}")
     config_path, log_path = run_dir / "config.yaml", run_dir / "train_log.json"

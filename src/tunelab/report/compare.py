@@ -42,7 +42,7 @@ from tunelab.report.common import MODEL_LABELS, pct, points, read_metrics
 from tunelab.report.figures import confusion_axes, metrics_bars, new_figure
 from tunelab.report.render import to_markdown
 from tunelab.report.statistics import pair_statistics, validation_folders, write_run_statistics
-from tunelab.rundir import atomic_write
+from tunelab.rundir import atomic_write, atomic_write_text
 
 COMBINED = "all splits"
 ROW_COLUMNS = ("premise", "hypothesis", "gold")
@@ -103,16 +103,16 @@ def write_comparison(baseline: dict[str, Path], finetuned: dict[str, Path], out:
                    "splits": {split: metrics[index] for split, metrics in pairs.items()}}
         if COMBINED in table:
             results["combined"] = table[COMBINED][index]
-        _write_text(out / f"{role}_results.json", json.dumps(results, indent=2) + "\n")
+        atomic_write_text(out / f"{role}_results.json", json.dumps(results, indent=2) + "\n")
     improvement = {name: changes(*metrics) for name, metrics in table.items()}
-    _write_text(out / "improvement.json", json.dumps(improvement, indent=2) + "\n")
-    _write_text(out / "comparison.csv", _csv(improvement, statistics))
+    atomic_write_text(out / "improvement.json", json.dumps(improvement, indent=2) + "\n")
+    atomic_write_text(out / "comparison.csv", _csv(improvement, statistics))
     header, rows = comparison_table(table)
     blocks = [("table", header, rows)]
     if statistics:
-        _write_text(out / "statistics.json", json.dumps(statistics, indent=2) + "\n")
+        atomic_write_text(out / "statistics.json", json.dumps(statistics, indent=2) + "\n")
         blocks += interval_blocks(statistics)
-    _write_text(out / "comparison.md", "# Baseline vs fine-tuned\n\n" + to_markdown(blocks))
+    atomic_write_text(out / "comparison.md", "# Baseline vs fine-tuned\n\n" + to_markdown(blocks))
     _write_png(out / "comparison.png", comparison_figure(table))
     return out
 
@@ -296,10 +296,6 @@ def _csv(improvement: dict, statistics: dict) -> str:
                     for value in (*(figures[key] for key in ("baseline", "finetuned", "absolute", "relative")),
                                   interval.get("low"), interval.get("high"), p_value))])
     return buffer.getvalue()
-
-
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
 def _write_png(path: Path, figure: Figure) -> None:

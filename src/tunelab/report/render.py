@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from tunelab import __version__
-from tunelab.rundir import atomic_write
+from tunelab.rundir import atomic_write, atomic_write_text
 
 
 def to_markdown(blocks: list[tuple]) -> str:
@@ -198,7 +198,7 @@ def write_documents(blocks: list[tuple], figures: dict[str, Figure], folder: Pat
     folder.mkdir(parents=True, exist_ok=True)
     for name, figure in figures.items():
         atomic_write(folder / name, lambda tmp, fig=figure: fig.savefig(tmp, format="png", dpi=150))
-    atomic_write(folder / "report.md", lambda tmp: tmp.write_text(to_markdown(blocks), encoding="utf-8"))
-    atomic_write(folder / "report.html", lambda tmp: tmp.write_text(to_html(blocks, folder), encoding="utf-8"))
+    atomic_write_text(folder / "report.md", to_markdown(blocks))
+    atomic_write_text(folder / "report.html", to_html(blocks, folder))
     atomic_write(folder / "report.pdf", lambda tmp: write_pdf(blocks, folder, tmp))
     return folder / "report.md"

@@ -12,7 +12,8 @@ from pathlib import Path
 from tunelab.config import load_recipe, recipe_file
 from tunelab.console import say
 from tunelab.errors import TunelabError
-from tunelab.rundir import atomic_write_json
+from tunelab.rundir import atomic_write_json, is_finished_run
+from tunelab.secrets import redact
 
 NOT_SWEPT = {"report_to"}  # a comma in these is part of one value
 
@@ -53,13 +54,21 @@ def build_grid(recipe_path: str, overrides: list[str]) -> tuple[list[str], dict[
         if name == "config":
             value = str(Path(value).resolve())  # the runs may start elsewhere (a Slurm node, another folder)
         if "," in value and name not in list_fields:
-            grid[name] = [part.strip() for part in value.split(",")]
+            grid[name] = distinct_values(name, [part.strip() for part in value.split(",")])
         else:
             fixed += [f"--{name}", value]
     if not grid:
         raise TunelabError("nothing to sweep: give at least one setting as a comma-separated list, "
                            "e.g. --seed 42,7,1")
     return fixed, grid
+
+
+def distinct_values(name: str, values: list[str]) -> list[str]:
+    """A swept setting's values, each given once: a repeated one would be one run counted twice."""
+    repeated = sorted({value for value in values if values.count(value) > 1})
+    if repeated:
+        raise TunelabError(f"--{name} lists {', '.join(repeated)} more than once: give each value once")
+    return values
 
 
 def run_name(settings: dict[str, str]) -> str:
@@ -70,28 +79,50 @@ def run_name(settings: dict[str, str]) -> str:
 def plan_sweep(recipe_path: str, overrides: list[str], sweep_dir: Path) -> dict:
     """The sweep's record (sweep.json), every combination checked as a recipe before anything runs."""
     fixed, grid = build_grid(recipe_path, overrides)
-    runs = []
+    runs, named = [], {}
     for values in itertools.product(*grid.values()):
         settings = dict(zip(grid, values))
         name = run_name(settings)
+        if name in named:
+            raise TunelabError(f"the settings {named[name]} and {settings} would share the run folder {name}: "
+                               "give values that differ in letters, digits, '.', '_' or '-'")
+        named[name] = settings
         arguments = [*fixed, *itertools.chain.from_iterable((f"--{k}", v) for k, v in settings.items())]
         load_recipe(recipe_path, [*arguments, "--output_dir", str(sweep_dir), "--run_name", name])  # bad input: now
         runs.append({"name": name, "settings": settings, "arguments": arguments})
     return {"recipe": str(recipe_file(recipe_path).resolve()), "fixed": fixed, "grid": grid, "runs": runs}
 
 
-def record_sweep(sweep: dict, sweep_dir: Path) -> None:
-    """Write sweep.json, or check that the folder holds this same sweep (then it resumes)."""
+def record_sweep(sweep: dict, sweep_dir: Path) -> bool:
+    """Write sweep.json, or check that the folder holds this same sweep (then it resumes). A sweep none of whose
+    runs finished takes the new command's settings: returns True then, and its runs start again (--overwrite)."""
     path = sweep_dir / "sweep.json"
-    if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved != sweep:
-            raise TunelabError(f"{sweep_dir} holds another sweep (recipe {saved.get('recipe')}, grid "
-                               f"{saved.get('grid')}): give another --sweep_dir, or the same settings to resume it")
+    if not path.is_file():
+        atomic_write_json(path, sweep)
+        return False
+    saved = read_sweep(path)
+    if saved == redact(sweep):  # sweep.json holds secrets in its arguments redacted
         say(f"Resuming the sweep in {sweep_dir}")
-        return
+        return False
+    same_grid = [saved.get("recipe"), saved.get("grid")] == redact([sweep["recipe"], sweep["grid"]])
+    if not same_grid or any(finished(sweep_dir, run) for run in saved.get("runs", [])):
+        raise TunelabError(f"{sweep_dir} holds another sweep (recipe {saved.get('recipe')}, grid "
+                           f"{saved.get('grid')}{', finished runs' if same_grid else ''}): give another "
+                           "--sweep_dir, or the same settings to resume it")
+    say(f"No run of the sweep in {sweep_dir} finished: starting it again with this command's fixed settings")
     atomic_write_json(path, sweep)
+    return True
+
+
+def read_sweep(path: Path) -> dict:
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TunelabError(f"{path} is damaged ({error}): restore it, or give another --sweep_dir") from None
+    if not isinstance(saved, dict):
+        raise TunelabError(f"{path} is damaged (not a JSON object): restore it, or give another --sweep_dir")
+    return saved
 
 
 def finished(sweep_dir: Path, run: dict) -> bool:
-    return (sweep_dir / run["name"] / "run_info.json").is_file()
+    return is_finished_run(sweep_dir / run["name"])

@@ -11,18 +11,19 @@ from pathlib import Path
 from tunelab.console import say
 from tunelab.errors import INTERRUPTED_EXIT_CODE, TrainingInterrupted, TunelabError
 from tunelab.resources import package_parent, project_root
-from tunelab.rundir import atomic_write_text
+from tunelab.rundir import atomic_write
 from tunelab.sweep.grid import finished, parse_sweep_args, plan_sweep, record_sweep
 from tunelab.sweep.report import write_sweep_report
+
 
 def sweep_command(argv: list[str]) -> Path:
     """`tunelab sweep`: plan, run (here or on Slurm) and report; returns the sweep directory."""
     args, overrides = parse_sweep_args(argv)
     sweep_dir = Path(args.sweep_dir or Path("runs") / f"sweep-{Path(args.recipe).stem}")
     sweep = plan_sweep(args.recipe, overrides, sweep_dir)
-    record_sweep(sweep, sweep_dir)
+    restarted = record_sweep(sweep, sweep_dir)  # then its runs' folders hold the failed command's settings
     if args.slurm:
-        submit_to_slurm(sweep, sweep_dir, shlex.split(args.sbatch))
+        submit_to_slurm(sweep, sweep_dir, shlex.split(args.sbatch), restarted)
         return sweep_dir
     for index, run in enumerate(sweep["runs"], 1):
         if finished(sweep_dir, run):
@@ -30,7 +31,7 @@ def sweep_command(argv: list[str]) -> Path:
             continue
         try:
             say(f"Run {index} of {len(sweep['runs'])}: {run['name']}")
-            run_here(sweep, sweep_dir, run)
+            run_here(sweep, sweep_dir, run, restarted)
         except KeyboardInterrupt:  # Ctrl-C before the run's own process started: nothing of it to save
             raise stopped_during(run) from None
     report = write_sweep_report(sweep_dir)
@@ -38,10 +39,9 @@ def sweep_command(argv: list[str]) -> Path:
     return sweep_dir
 
 
-def run_here(sweep: dict, sweep_dir: Path, run: dict) -> None:
+def run_here(sweep: dict, sweep_dir: Path, run: dict, overwrite: bool = False) -> None:
     """`tunelab run` in a process of its own; on Ctrl-C it saves a checkpoint, and the sweep stops after it."""
-    command = [sys.executable, "-m", "tunelab.cli", "run", sweep["recipe"], *run["arguments"],
-               "--output_dir", str(sweep_dir), "--run_name", run["name"]]
+    command = [sys.executable, "-m", "tunelab.cli", "run", sweep["recipe"], *run_arguments(sweep_dir, run, overwrite)]
     process = subprocess.Popen(command)
     interrupted = False
     while True:
@@ -57,28 +57,37 @@ def run_here(sweep: dict, sweep_dir: Path, run: dict) -> None:
                            "the same command again; finished runs are reused")
 
 
+def run_arguments(sweep_dir: Path, run: dict, overwrite: bool) -> list[str]:
+    """The run's settings and folder; --overwrite when the sweep restarted with another command (then it replaces
+    only what the failed command's run left, which tunelab made)."""
+    return [*run["arguments"], "--output_dir", str(sweep_dir), "--run_name", run["name"],
+            *(["--overwrite"] if overwrite else [])]
+
+
 def stopped_during(run: dict) -> TrainingInterrupted:
     return TrainingInterrupted(f"sweep stopped during {run['name']}: run the same command again to resume "
                                "(finished runs are reused, this one resumes from its checkpoint)")
 
 
-def write_task_files(sweep: dict, sweep_dir: Path) -> list[int]:
+def write_task_files(sweep: dict, sweep_dir: Path, overwrite: bool = False) -> list[int]:
     """SWEEP_DIR/tasks/<index>.env for each unfinished run: the settings slurm/single_node.sbatch reads."""
     pending = []
     for index, run in enumerate(sweep["runs"]):
         if finished(sweep_dir, run):
             continue
-        settings = {"RECIPE": sweep["recipe"], "RECIPE_ARGS": shlex.join(run["arguments"]),
+        arguments = [*run["arguments"], *(["--overwrite"] if overwrite else [])]
+        settings = {"RECIPE": sweep["recipe"], "RECIPE_ARGS": shlex.join(arguments),
                     "OUTPUT_DIR": str(sweep_dir.resolve()), "RUN_NAME": run["name"]}
-        atomic_write_text(sweep_dir / "tasks" / f"{index}.env",
-                          "".join(f"{key}={shlex.quote(value)}\n" for key, value in settings.items()))
+        text = "".join(f"{key}={shlex.quote(value)}\n" for key, value in settings.items())
+        # the job's own command line, as given (not redacted: the job must read the real paths)
+        atomic_write(sweep_dir / "tasks" / f"{index}.env", lambda temporary: temporary.write_text(text))
         pending.append(index)
     return pending
 
 
-def submit_to_slurm(sweep: dict, sweep_dir: Path, sbatch_flags: list[str]) -> None:
+def submit_to_slurm(sweep: dict, sweep_dir: Path, sbatch_flags: list[str], overwrite: bool = False) -> None:
     """One array task per unfinished run, then a job that writes the report once the array has ended."""
-    pending = write_task_files(sweep, sweep_dir)
+    pending = write_task_files(sweep, sweep_dir, overwrite)
     project = project_root("slurm")  # the working directory's slurm/, accelerate_configs/ ..., else the packaged
     source = str(package_parent())  # the jobs import this tunelab
     environment = {**os.environ, "SWEEP_DIR": str(sweep_dir.resolve()), "REPO_DIR": str(project),
