@@ -30,9 +30,11 @@ from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import has_length
 
+from tunelab import packing
 from tunelab.errors import TunelabError
 from tunelab.launch.fsdp import FSDPOnCPU
 from tunelab.nli.config import NLIRecipe
+from tunelab.packing import model_inputs, tokens_seen
 from tunelab.training import LoraPlusOptimizer, ResumableLengthGrouping, training_kwargs
 
 
@@ -82,11 +84,11 @@ class NLICollator:
 
 def label_scores(model, batch: dict[str, torch.Tensor], label_ids: list[list[int]], scoring: str) -> torch.Tensor:
     """(batch, num_labels) scores whose softmax is the predicted label distribution."""
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    inputs = model_inputs(batch)  # padded, or packed (tunelab.packing)
     if scoring == "classifier":  # a sequence-classification model: its head reads the last (real) token
         return model(**inputs).logits.float()
     if scoring == "first_token":
-        logits = model(**inputs, logits_to_keep=last_positions(batch, 1)).logits[:, -1, :]
+        logits = model(**inputs, logits_to_keep=last_positions(batch, 1)).logits.flatten(0, 1)  # a row per example
         return logits[:, [word[0] for word in label_ids]].float()
     longest = batch["label_mask"].shape[-1]
     logits = model(**inputs, logits_to_keep=last_positions(batch, longest + 1)).logits[:, :-1, :].float()
@@ -97,14 +99,13 @@ def label_scores(model, batch: dict[str, torch.Tensor], label_ids: list[list[int
 
 
 def last_positions(batch: dict[str, torch.Tensor], count: int) -> torch.Tensor:
-    """The indices of the last `count` positions, for `logits_to_keep`.
+    """The indices of the last `count` positions of each row (tunelab.packing), for `logits_to_keep`.
 
     An index tensor, not the integer `count`: transformers then gathers those hidden states into a
     contiguous tensor, where an integer slices a strided view that torch's matmul multiplies with one copy
     of the whole vocabulary matrix per row (28 ms a batch on CPU; about 8x that under bf16 autocast).
     """
-    width = batch["input_ids"].shape[-1]
-    return torch.arange(width - count, width, device=batch["input_ids"].device)
+    return packing.last_positions(batch, count)
 
 
 def label_word_loss(model, batch: dict[str, torch.Tensor], label_ids: list[list[int]], scoring: str,
@@ -172,7 +173,7 @@ def training_arguments(recipe: NLIRecipe, output_dir: str, on_cpu: bool) -> Trai
         eval_strategy=recipe.save_strategy,
         load_best_model_at_end=recipe.metric_for_best_model is not None,
         metric_for_best_model=recipe.metric_for_best_model,
-        include_num_input_tokens_seen="non_padding",  # real tokens (attention-mask ones) for tunelab.monitoring
+        include_num_input_tokens_seen=tokens_seen(recipe.padding_free),  # real tokens, for tunelab.monitoring
         remove_unused_columns=False,
         label_names=["labels"],
     )

@@ -1,0 +1,98 @@
+"""Padding-free batches (tunelab.packing): the packed path gives the padded path's scores, losses and
+gradients on every tiny architecture, for the NLI label-word loss and for the chat trainer's LM loss."""
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+from tunelab.chat.config import ChatRecipe
+from tunelab.chat.pipeline import sft_config
+from tunelab.errors import TunelabError
+from tunelab.nli.config import NLIRecipe
+from tunelab.nli.trainer import NLICollator, label_token_ids, label_word_loss, training_arguments
+from tunelab.packing import PackingCollator, real_tokens
+
+PROMPTS = ("Premise: A dog runs in the park.\nHypothesis: An animal moves.\nRelationship:",
+           "Premise: Hi.\nHypothesis: Bye.\nRelationship:",
+           "Premise: Two men play chess at a table by the window.\nHypothesis: Nobody plays.\nRelationship:")
+
+
+def tiny_lora_model(directory):
+    model = AutoModelForCausalLM.from_pretrained(directory, attn_implementation="sdpa")
+    targets = ["c_attn"] if model.config.model_type == "gpt2" else ["q_proj", "v_proj"]
+    torch.manual_seed(0)
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets, init_lora_weights=False,
+                        fan_in_fan_out=model.config.model_type == "gpt2")
+    return get_peft_model(model, config)
+
+
+def loss_scores_and_gradients(model, batch, label_ids):
+    model.zero_grad()
+    loss, scores = label_word_loss(model, batch, label_ids, "first_token")
+    loss.backward()
+    gradients = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+    return loss.detach(), scores.detach(), gradients
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "phi", "llama"])
+def test_packed_nli_batches_score_and_train_as_padded_ones(kind, request):
+    directory = request.getfixturevalue(f"tiny_{kind}_dir")
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = tiny_lora_model(directory).eval()  # eval: transformers would use a cache, which packing turns off
+    label_ids = label_token_ids(tokenizer, ["entailment", "neutral", "contradiction"], "first_token")
+    features = [{"input_ids": tokenizer(prompt)["input_ids"], "labels": label}
+                for label, prompt in zip((0, 1, 2), PROMPTS)]
+    padded = NLICollator(tokenizer.eos_token_id, label_ids)(features)
+    packed = PackingCollator()(features)
+    assert packed["input_ids"].shape == (1, sum(len(f["input_ids"]) for f in features))
+    assert real_tokens(packed) == real_tokens(padded) < padded["input_ids"].numel()
+
+    loss, scores, gradients = loss_scores_and_gradients(model, padded, label_ids)
+    packed_loss, packed_scores, packed_gradients = loss_scores_and_gradients(model, packed, label_ids)
+    torch.testing.assert_close(packed_scores, scores, atol=1e-5, rtol=1e-4)
+    assert packed_scores.argmax(-1).tolist() == scores.argmax(-1).tolist()
+    torch.testing.assert_close(packed_loss, loss, atol=1e-6, rtol=1e-5)
+    for name, gradient in gradients.items():
+        torch.testing.assert_close(packed_gradients[name], gradient, atol=1e-6, rtol=1e-4)
+
+
+def test_packing_keeps_per_row_fields_and_marks_each_rows_answer_position():
+    packed = PackingCollator()([{"input_ids": [5, 6, 7], "labels": 2, "label_distribution": [0.0, 0.5, 0.5]},
+                                {"input_ids": [8, 9], "labels": 0, "label_distribution": [1.0, 0.0, 0.0]}])
+    assert packed["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    assert packed["row_ends"].tolist() == [2, 4] and packed["labels"].tolist() == [2, 0]
+    assert packed["label_distribution"].tolist() == [[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]]
+
+
+def test_the_chat_trainers_padding_free_batches_give_the_padded_loss(tiny_llama_dir):
+    """TRL's padding-free collator (SFTConfig.padding_free) on the model's SDPA attention."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="sdpa").eval()
+    rows = [{"input_ids": tokenizer(text)["input_ids"]} for text in PROMPTS]
+    losses = []
+    for padding_free in (False, True):
+        batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.eos_token_id, padding_free=padding_free)(rows)
+        assert ("attention_mask" in batch) is not padding_free
+        with torch.no_grad():
+            losses.append(model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False,
+                                **{k: batch[k] for k in ("attention_mask", "position_ids") if k in batch}).loss)
+    torch.testing.assert_close(losses[1], losses[0], atol=1e-6, rtol=1e-5)
+
+
+def test_padding_free_reaches_both_trainers_and_counts_every_packed_token(tmp_path):
+    chat = sft_config(ChatRecipe(padding_free=True, max_length=64), str(tmp_path), on_cpu=True)
+    assert chat.padding_free and chat.max_length is None and chat.include_num_input_tokens_seen == "all"
+    padded_chat = sft_config(ChatRecipe(max_length=64), str(tmp_path), on_cpu=True)
+    assert not padded_chat.padding_free and padded_chat.max_length == 64
+    nli = training_arguments(NLIRecipe(padding_free=True), str(tmp_path), on_cpu=True)
+    assert nli.include_num_input_tokens_seen == "all"
+    assert training_arguments(NLIRecipe(), str(tmp_path), on_cpu=True).include_num_input_tokens_seen == "non_padding"
+
+
+@pytest.mark.parametrize("settings", [{"label_scoring": "sequence"}, {"head": "classifier"}])
+def test_padding_free_is_refused_where_the_answer_is_not_one_position(settings):
+    with pytest.raises(TunelabError, match="padding_free packs rows for label_scoring first_token"):
+        NLIRecipe(padding_free=True, **settings)
