@@ -1,17 +1,21 @@
 """Padding-free batches (tunelab.packing): the packed path gives the padded path's scores, losses and
 gradients on every tiny architecture, for the NLI label-word loss and for the chat trainer's LM loss."""
 
+import numpy as np
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from tunelab.chat.config import ChatRecipe
 from tunelab.chat.pipeline import sft_config
 from tunelab.errors import TunelabError
+from tunelab.models import load_model, load_tokenizer
 from tunelab.nli.config import NLIRecipe
-from tunelab.nli.trainer import NLICollator, label_token_ids, label_word_loss, training_arguments
+from tunelab.nli.data import tokenize_rows
+from tunelab.nli.pipeline import predict
+from tunelab.nli.trainer import NLICollator, NLITrainer, label_token_ids, label_word_loss, training_arguments
 from tunelab.packing import PackingCollator, real_tokens
 
 PROMPTS = ("Premise: A dog runs in the park.\nHypothesis: An animal moves.\nRelationship:",
@@ -56,6 +60,32 @@ def test_packed_nli_batches_score_and_train_as_padded_ones(kind, request):
     torch.testing.assert_close(packed_loss, loss, atol=1e-6, rtol=1e-5)
     for name, gradient in gradients.items():
         torch.testing.assert_close(packed_gradients[name], gradient, atol=1e-6, rtol=1e-4)
+
+
+def test_the_nli_trainer_trains_and_predicts_alike_packed_and_padded(tiny_llama_dir, tmp_path):
+    """Three optimizer steps and a prediction through NLITrainer: the same losses, tokens seen and scores."""
+    rows = [{"premise": "A dog runs" + " fast" * (i % 5), "hypothesis": "An animal moves.", "label": label}
+            for i, label in enumerate(["entailment", "neutral", "contradiction"] * 4)]
+    runs = {}
+    for padding_free in (False, True):
+        recipe = NLIRecipe(model_name_or_path=str(tiny_llama_dir), output_dir=str(tmp_path), run_name=str(padding_free),
+                           lora_r=4, lora_dropout=0.0, learning_rate=5e-3, max_steps=3, logging_steps=1,
+                           per_device_train_batch_size=4, save_strategy="no", seed=0, precision="fp32",
+                           padding_free=padding_free)
+        tokenizer = load_tokenizer(recipe)
+        label_ids = label_token_ids(tokenizer, recipe.label_words, "first_token")
+        dataset, _ = tokenize_rows(rows, tokenizer, 64, 1)
+        set_seed(0)
+        collator = PackingCollator() if padding_free else NLICollator(tokenizer.pad_token_id, label_ids)
+        trainer = NLITrainer(model=load_model(recipe), args=training_arguments(recipe, str(recipe.run_dir), True),
+                             train_dataset=dataset, data_collator=collator, label_ids=label_ids, scoring="first_token")
+        trainer.train()
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        runs[padding_free] = losses, trainer.state.num_input_tokens_seen, predict(trainer, dataset)
+    (losses, tokens, probabilities), (packed_losses, packed_tokens, packed_probabilities) = runs[False], runs[True]
+    assert len(losses) == 3 and packed_losses == pytest.approx(losses, rel=1e-4)
+    assert packed_tokens == tokens == sum(len(ids) for ids in dataset["input_ids"])  # 3 batches of 4: every row once
+    np.testing.assert_allclose(packed_probabilities, probabilities, atol=1e-5)
 
 
 def test_packing_keeps_per_row_fields_and_marks_each_rows_answer_position():
