@@ -8,8 +8,10 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+from chat_helpers import CHAT_RECIPE, tiny_chat_overrides
 from tunelab.chat.config import ChatRecipe
-from tunelab.chat.pipeline import sft_config
+from tunelab.chat.pipeline import ChatRun, sft_config
+from tunelab.config import parse_recipe
 from tunelab.errors import TunelabError
 from tunelab.models import load_model, load_tokenizer
 from tunelab.nli.config import NLIRecipe
@@ -97,19 +99,23 @@ def test_packing_keeps_per_row_fields_and_marks_each_rows_answer_position():
     assert packed["label_distribution"].tolist() == [[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]]
 
 
-def test_the_chat_trainers_padding_free_batches_give_the_padded_loss(tiny_llama_dir):
-    """TRL's padding-free collator (SFTConfig.padding_free) on the model's SDPA attention."""
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation="sdpa").eval()
-    rows = [{"input_ids": tokenizer(text)["input_ids"]} for text in PROMPTS]
-    losses = []
-    for padding_free in (False, True):
-        batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.eos_token_id, padding_free=padding_free)(rows)
-        assert ("attention_mask" in batch) is not padding_free
+def test_a_padding_free_chat_run_packs_its_batches_and_trains(tiny_llama_dir, tmp_path):
+    argv = tiny_chat_overrides(tiny_llama_dir, tmp_path, "--load_in_4bit", "false", "--optim", "adamw_torch",
+                               "--lora_target_modules", "q_proj,v_proj", "--padding_free", "true")
+    with ChatRun(parse_recipe(CHAT_RECIPE, argv), []) as run:
+        run.load("trainer")
+        trainer, rows = run.trainer, [run.trainer.train_dataset[i] for i in (0, 2, 5)]
+        packed = trainer.data_collator(rows)
+        assert "attention_mask" not in packed and packed["input_ids"].shape[0] == 1
+        padded = DataCollatorForLanguageModeling(pad_token_id=run.tokenizer.pad_token_id)(rows)
+        model = trainer.model.eval()
         with torch.no_grad():
-            losses.append(model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False,
-                                **{k: batch[k] for k in ("attention_mask", "position_ids") if k in batch}).loss)
-    torch.testing.assert_close(losses[1], losses[0], atol=1e-6, rtol=1e-5)
+            losses = [model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids",
+                                                                        "labels")}, use_cache=False).loss
+                      for batch in (padded, packed)]
+        torch.testing.assert_close(losses[1], losses[0], atol=1e-5, rtol=1e-5)
+        trainer.train()
+        assert trainer.state.global_step == 4 and trainer.state.num_input_tokens_seen > 0
 
 
 def test_padding_free_reaches_both_trainers_and_counts_every_packed_token(tmp_path):
