@@ -52,7 +52,12 @@ def model_inputs(batch: dict) -> dict:
 
 def last_positions(batch: dict, count: int) -> torch.Tensor:
     """The indices of each row's last `count` positions, row after row, for `logits_to_keep`: the same
-    indices for every row of a left-padded batch, each row's own in a packed one."""
+    indices for every row of a left-padded batch, each row's own in a packed one.
+
+    An index tensor, not the integer `count`: transformers then gathers those hidden states into a
+    contiguous tensor, where an integer slices a strided view that torch's matmul multiplies with one copy
+    of the whole vocabulary matrix per row (28 ms a batch on CPU; about 8x that under bf16 autocast).
+    """
     if is_packed(batch):
         offsets = torch.arange(count - 1, -1, -1, device=batch[ROW_ENDS].device)
         return (batch[ROW_ENDS][:, None] - offsets).reshape(-1)

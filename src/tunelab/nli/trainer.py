@@ -17,7 +17,8 @@ token, `scoring="classifier"` here): its logits are the scores, and no label wor
 
 Batches are always padded on the left, whatever the tokenizer's padding side, so the answer
 position is the last one; explicit position ids keep left padding harmless for models with
-absolute position embeddings (GPT-2).
+absolute position embeddings (GPT-2). With `padding_free` the rows are packed into one sequence
+instead (tunelab.packing), and each row's answer position is its last token.
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import has_length
 
-from tunelab import packing
 from tunelab.errors import TunelabError
 from tunelab.launch.fsdp import FSDPOnCPU
 from tunelab.nli.config import NLIRecipe
-from tunelab.packing import model_inputs, tokens_seen
+from tunelab.packing import last_positions, model_inputs, tokens_seen
 from tunelab.training import LoraPlusOptimizer, ResumableLengthGrouping, training_kwargs
 
 
@@ -96,16 +96,6 @@ def label_scores(model, batch: dict[str, torch.Tensor], label_ids: list[list[int
     token_logprobs = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     word_logprobs = (token_logprobs * batch["label_mask"]).sum(-1)
     return word_logprobs.view(-1, len(label_ids))
-
-
-def last_positions(batch: dict[str, torch.Tensor], count: int) -> torch.Tensor:
-    """The indices of the last `count` positions of each row (tunelab.packing), for `logits_to_keep`.
-
-    An index tensor, not the integer `count`: transformers then gathers those hidden states into a
-    contiguous tensor, where an integer slices a strided view that torch's matmul multiplies with one copy
-    of the whole vocabulary matrix per row (28 ms a batch on CPU; about 8x that under bf16 autocast).
-    """
-    return packing.last_positions(batch, count)
 
 
 def label_word_loss(model, batch: dict[str, torch.Tensor], label_ids: list[list[int]], scoring: str,
