@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunelab.bench.command import main, parse_args
 from tunelab.bench.measure import parse_label
-from tunelab.bench.variants import REFERENCE, TUNELAB, VARIANTS
+from tunelab.bench.variants import REFERENCE, TUNELAB, VARIANTS, resolved
 from tunelab.bench.workloads import Inputs, collate
 from tunelab.errors import TunelabError
 from tunelab.nli.config import NLIRecipe
@@ -94,7 +94,8 @@ def test_bench_runs_reference_and_tunelab_alternating_and_writes_json_and_markdo
     # phi2_snli is 4-bit: its LoRA weights are never merged, so "unmerged" evaluates exactly like tunelab
     assert results["lora_unmerged"]["eval"]["same_as"] == "tunelab"
     assert summary["prompt_tokens"]["max"] <= summary["max_length"] and summary["settings"]["repeats"] == 2
-    assert summary["device"] == "cpu" and "MFU omitted" in summary["mfu"]
+    assert summary["device"] == "cpu" and "training-shaped matmul peak of this CPU" in summary["mfu"]
+    assert all(result["train"]["mfu_percent"] > 0 for result in results.values())
     table = md_file.read_text()
     assert "| reference | the notebooks' approach |" in table and "| tunelab | the recipe as shipped |" in table
     assert "| generate_batched | reference, generation batched (eval batch size) | as reference |" in table
@@ -112,6 +113,35 @@ def test_bench_merges_lora_for_evaluation_where_the_weights_are_not_4bit(tiny_ll
     for name in ("lora_unmerged", "score_one_row"):
         assert results[name]["train"]["same_as"] == "tunelab" and results[name]["eval"]["same_as"] == name
         assert results[name]["eval"]["agreement_with_tunelab_percent"] == pytest.approx(100.0)
+
+
+def test_padding_free_variants_score_as_tunelab_and_train_without_padding(tiny_llama_dir, snli_dir, tmp_path):
+    out = tmp_path / "bench"
+    main(["--workload", "smollm2_snli", "--model", str(tiny_llama_dir), "--dataset", str(snli_dir),
+          "--variants", "tunelab,padding_free,padding_free_batch_x2", "--steps", "1", "--warmup", "0",
+          "--repeats", "1", "--eval_rows", "6", "--eval_repeats", "1", "--threads", "1", "--out", str(out)])
+    [json_file], [md_file] = out.glob("*.json"), out.glob("*.md")
+    results = {r["variant"]["name"]: r for r in json.loads(json_file.read_text())["results"]}
+    for name in ("padding_free", "padding_free_batch_x2"):
+        assert results[name]["train"]["same_as"] == name and results[name]["train"]["padding_percent"]["median"] == 0
+        assert results[name]["eval"]["agreement_with_tunelab_percent"] == pytest.approx(100.0)
+    assert results["padding_free_batch_x2"]["eval"]["same_as"] == "padding_free"
+    assert "| padding_free | tunelab, each batch packed into one sequence without padding |" in md_file.read_text()
+
+
+def test_packed_batches_are_one_sequence_of_the_rows_prompts(gpt2_tokenizer_dir):
+    recipe = NLIRecipe(model_name_or_path=str(gpt2_tokenizer_dir), max_length=32)
+    tokenizer = AutoTokenizer.from_pretrained(gpt2_tokenizer_dir)
+    inputs = Inputs(tokenizer, label_token_ids(tokenizer, recipe.label_words, "first_token"), [], [],
+                    prompt_ids={0: [5, 6, 7], 1: [5, 6]})
+    batch = collate(inputs, [0, 1], VARIANTS["padding_free"], recipe, labels=[0, 1])
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 5, 6]] and batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    assert batch["row_ends"].tolist() == [2, 4] and batch["labels"].tolist() == [0, 1]
+
+
+def test_packing_variants_are_refused_for_sequence_scoring():
+    with pytest.raises(TunelabError, match="padding_free packs rows for label_scoring first_token only"):
+        resolved(VARIANTS["padding_free"], NLIRecipe(label_scoring="sequence"), mergeable=True)
 
 
 def test_unknown_variant_is_refused_with_the_choices():

@@ -65,13 +65,18 @@ def test_cpu_proof_runs_every_part_without_the_optional_packages(tmp_path):
         names = [r["variant"]["name"] for r in figures[part]["results"]]
         assert names[:2] == ["reference", "tunelab"], part
         assert figures[part]["results"][1]["train"]["speedup_vs_reference"] > 0
+        assert ("padding_free" in names) is (part != "bench_gpt2_large"), part
     assert figures["sft_phi2_oasst1"]["monitoring"]["train_steps"] == 2
     assert figures["prepare"]["environment"]["auto_profile"] == "cpu"
     assert summary["nvml_sample"]["samples"], "the run's monitoring samples"
 
     markdown = (out / "proof.md").read_text()
-    for heading in ("## phi2_snli end to end", "## Targets", "## bench_phi2_bf16", "## sft_phi2_oasst1"):
+    for heading in ("## phi2_snli end to end", "## Targets", "## bench_phi2_bf16", "## sft_phi2_oasst1",
+                    "## phi-2 with and without packing"):
         assert heading in markdown
+    packing = markdown.split("## phi-2 with and without packing")[1].split("##")[0]
+    packing_rows = [line for line in packing.splitlines() if line.startswith("| bench_phi2_")]
+    assert len(packing_rows) == 2 and all("not measured" not in row and "| 100% |" in row for row in packing_rows)
     assert (out / "monitoring_phi2_snli.json").is_file()
     log = (out / "proof.log").read_text()  # the parts' own logs, in the parts' order though two ran at a time
     starts = [log.index(f"===== {name} (budget") for name in parts]

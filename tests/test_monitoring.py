@@ -11,9 +11,17 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
+import tunelab.flops
 from fake_gpu import FakeCuda, FakeCudaDevice, FakeGpu, FakeNVML
 from tunelab.architectures import published_config
-from tunelab.flops import flops_per_token, non_embedding_parameters, peak_flops
+from tunelab.flops import (
+    cpu_peak_flops,
+    flops_per_token,
+    measured_matmul_peak,
+    non_embedding_parameters,
+    peak_flops,
+    training_matmul_flops,
+)
 from tunelab.models import load_model
 from tunelab.monitoring import DeviceProbe, ResourceMonitor
 from tunelab.nli.config import NLIRecipe
@@ -188,13 +196,22 @@ def test_callback_logs_memory_throughput_and_mfu(tmp_path, capsys):
 
 def test_callback_resumes_its_samples_and_handles_cpu_and_unknown_gpus(tmp_path, capsys):
     clock, args, state = Clock(), training_args("cpu", bf16=False), trainer_state()
-    monitor = ResourceMonitor(tmp_path, clock=clock)
-    monitor.on_train_begin(args, state, None, model=meta_model("phi"))
-    assert "MFU omitted: no GPU" in capsys.readouterr().out
+    asked = []
+
+    def cpu_peak(dtype):
+        asked.append(dtype)
+        return 2e11, "MFU assumes a peak of 200 GFLOP/s per process: the measured fp32 training-shaped matmul peak"
+
+    monitor = ResourceMonitor(tmp_path, clock=clock, cpu_peak=cpu_peak)
+    model = meta_model("phi")
+    monitor.on_train_begin(args, state, None, model=model)
+    assert asked == [torch.float32] and "measured fp32 training-shaped matmul peak" in capsys.readouterr().out
     logs = run_steps(monitor, args, state, clock, steps=2, seconds_per_step=0.25, tokens_per_step=100)
-    assert logs["cpu_rss_gib"] > 0 and logs["tokens_per_s"] == 400 and "mfu_pct" not in logs
+    assert logs["cpu_rss_gib"] > 0 and logs["tokens_per_s"] == 400
+    assert logs["mfu_pct"] == pytest.approx(100 * 400 * flops_per_token(model)[0] / 2e11, rel=1e-3)
     monitor.on_train_end(args, state, None)
-    assert "MFU omitted" in format_summary({"monitoring": monitor.summary})[-1]
+    assert "; MFU " in format_summary({"monitoring": monitor.summary})[-1]
+    assert "measured fp32 training-shaped matmul peak" in format_summary({"monitoring": monitor.summary})[-1]
 
     resumed = ResourceMonitor(tmp_path, clock=clock)  # a restarted run keeps the earlier samples
     assert [s["step"] for s in resumed.samples] == [2, 2]
@@ -206,6 +223,40 @@ def test_callback_resumes_its_samples_and_handles_cpu_and_unknown_gpus(tmp_path,
 
 
 # ---------------------------------------------------------------------------- FLOPs and peaks
+
+def test_a_cpu_peak_is_measured_once_per_machine_and_precision_and_cached(tmp_path):
+    measured = []
+
+    def measure(dtype):
+        measured.append(dtype)
+        return {torch.bfloat16: 4.4e11, torch.float32: 1.9e11}[dtype]
+
+    cache = tmp_path / "matmul_peak.json"
+    peak, note = cpu_peak_flops(torch.bfloat16, measure, cache)
+    assert peak == 4.4e11 and "440 GFLOP/s" in note and "measured bf16 training-shaped matmul" in note
+    assert "measured now" in note and measured == [torch.bfloat16]
+    again, note = cpu_peak_flops(torch.bfloat16, measure, cache)  # a later run on the same machine
+    assert again == 4.4e11 and f"cached in {cache}" in note and measured == [torch.bfloat16]
+    assert cpu_peak_flops(torch.float32, measure, cache)[0] == 1.9e11 and measured == [torch.bfloat16, torch.float32]
+    [key, _] = json.loads(cache.read_text())
+    assert f"{torch.get_num_threads()} threads | bf16 | torch {torch.__version__}" in key
+    assert peak_flops(None, torch.bfloat16, lambda dtype: cpu_peak_flops(dtype, measure, cache))[0] == 4.4e11
+    assert measured == [torch.bfloat16, torch.float32]
+
+
+def test_an_unreadable_peak_cache_is_measured_again(tmp_path):
+    cache = tmp_path / "matmul_peak.json"
+    cache.write_text("not json")
+    assert cpu_peak_flops(torch.float32, lambda dtype: 1e11, cache)[0] == 1e11
+    assert list(json.loads(cache.read_text()).values()) == [1e11]
+
+
+def test_the_peak_probe_counts_the_flops_of_its_training_pass(monkeypatch):
+    """Two matmuls forward, three backward (activation gradient, both weight gradients), 2·m·n·k each."""
+    assert training_matmul_flops(512) == 5 * 2 * 512 * 576 * 1536
+    monkeypatch.setattr(tunelab.flops, "training_matmul_seconds", lambda dtype, rows: rows / 1000)
+    assert measured_matmul_peak(torch.float32) == pytest.approx(5 * 2 * 576 * 1536 * 1000)
+
 
 def gpt2_hand_count(d, layers, inner):
     """Per layer: ln_1 2d, c_attn d·3d+3d, attn c_proj d·d+d, ln_2 2d, c_fc d·inner+inner, mlp c_proj inner·d+d;
@@ -276,7 +327,6 @@ def test_four_bit_weights_count_as_the_weights_they_hold(tiny_phi_dir):
     ("NVIDIA A100-SXM4-40GB MIG 3g.20gb", torch.bfloat16, 312 * 3 / 7),
     ("Tesla V100-SXM2-32GB", torch.bfloat16, None),   # no bf16 on Volta
     ("NVIDIA A10G", torch.bfloat16, None),            # not in the table (and not an A10)
-    (None, torch.float32, None),                      # CPU
 ])
 def test_peak_flops_table(name, dtype, tflops):
     peak, message = peak_flops(name, dtype)

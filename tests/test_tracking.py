@@ -269,7 +269,7 @@ def test_offline_wandb_run_holds_loss_memory_and_timings(tiny_phi_dir, snli_dir,
     assert "## Resources during training" in (run_dir / "report" / "report.md").read_text()
     assert re.search(r"\[tunelab\] Wall time .*: load .*, train .*, evaluate ", out)
     assert "[tunelab] Peak memory: cpu " in out and "[tunelab] Throughput: " in out
-    assert "[tunelab] MFU omitted: no GPU" in out
+    assert "[tunelab] MFU assumes a peak of" in out and "training-shaped matmul peak of this CPU" in out
 
     # A stage run later (here: the report again, the run made unfinished) continues the same W&B run, as a
     # requeued job or launch/pipeline.sh's next stage does.

@@ -15,7 +15,8 @@ one at a time; with --cpu two at a time (--jobs):
                    folder: the starter set's train rows repeated to 1,000, 100 validation and test rows
   phi2_snli        the recipe as a user launches it (`tunelab launch --profile auto`): 4-bit NF4, LoRA r=32,
                    paged AdamW 8-bit, 1,000 rows x 5 epochs, baseline, evaluation, report
-  bench_phi2_4bit  `tunelab bench --workload phi2_snli`, all 32 layers, 4-bit as the recipe ships
+  bench_phi2_4bit  `tunelab bench --workload phi2_snli`, all 32 layers, 4-bit as the recipe ships, with and
+                   without padding-free batches (variant padding_free)
   bench_phi2_bf16  the same with --load_in_4bit false (bf16 weights): the MFU target
   bench_gpt2_large `tunelab bench --workload gpt2_large_mnli`, all 36 layers
   sft_phi2_oasst1  a few SFTTrainer steps of the phi2_oasst1 recipe in 4-bit (TRL on CUDA)
@@ -115,7 +116,8 @@ class Proof:
     def bench_settings(self, part: str) -> list[str]:
         workload = {"bench_phi2_4bit": "phi2_snli", "bench_phi2_bf16": "phi2_snli",
                     "bench_gpt2_large": "gpt2_large_mnli"}[part]
-        variants = "reference,tunelab,batch_x2" if part == "bench_phi2_bf16" else "reference,tunelab"
+        variants = {"bench_phi2_4bit": "reference,tunelab,padding_free",
+                    "bench_phi2_bf16": "reference,tunelab,padding_free,batch_x2"}.get(part, "reference,tunelab")
         sizes = (["--steps", "1", "--warmup", "0", "--repeats", "1", "--eval_rows", "4", "--eval_repeats", "1"]
                  if self.cpu else
                  ["--steps", "8", "--warmup", "2", "--repeats", "3", "--eval_rows", "64", "--eval_repeats", "2"])
@@ -376,7 +378,7 @@ def markdown(summary: dict) -> str:
     lines += [f"| {name} | {r['status']} | {r.get('seconds', '')} | {r['budget_s']} |" for name, r in parts.items()]
     if "phi2_snli" in figures:
         lines += ["", *phi2_snli_section(figures["phi2_snli"])]
-    lines += ["", *targets_section(figures)]
+    lines += ["", *targets_section(figures), *packing_section(figures)]
     for part in ("bench_phi2_4bit", "bench_phi2_bf16", "bench_gpt2_large"):
         if part in figures:
             lines += [f"## {part}", "", bench_table(figures[part])]
@@ -459,8 +461,30 @@ def targets_section(figures: dict) -> list[str]:
     return [*lines, ""]
 
 
+def packing_section(figures: dict) -> list[str]:
+    """phi-2's training tokens/s with padded batches (tunelab) and packed ones (padding_free)."""
+    lines = ["## phi-2 with and without packing", "",
+             "| bench | padded tokens/s | packed tokens/s | packed × padded | padding in padded batches "
+             "| packed eval agreement |", "|---|---|---|---|---|---|"]
+    for part in ("bench_phi2_4bit", "bench_phi2_bf16"):
+        padded, packed = (variant_result(figures.get(part), name) for name in ("tunelab", "padding_free"))
+        if not padded or not packed:
+            lines.append(f"| {part} | not measured | | | | |")
+            continue
+        rates = [result["train"]["tokens_per_s"]["median"] for result in (padded, packed)]
+        agreement = packed["eval"].get("agreement_with_tunelab_percent")
+        lines.append(f"| {part} | {rates[0]:,.0f} | {rates[1]:,.0f} | {rates[1] / rates[0]:.2f}× "
+                     f"| {padded['train']['padding_percent']['median']:.0f}% "
+                     f"| {'n/a' if agreement is None else f'{agreement:.0f}%'} |")
+    return [*lines, ""]
+
+
 def tunelab_result(bench: dict | None) -> dict:
-    return next((r for r in (bench or {}).get("results", []) if r["variant"]["name"] == "tunelab"), {})
+    return variant_result(bench, "tunelab")
+
+
+def variant_result(bench: dict | None, name: str) -> dict:
+    return next((r for r in (bench or {}).get("results", []) if r["variant"]["name"] == name), {})
 
 
 # ---------------------------------------------------------------------------- main

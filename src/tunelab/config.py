@@ -129,6 +129,10 @@ class Recipe:
     group_by_length: bool = field(default=False, metadata={
         "group": "optimisation",
         "help": "batches of similar lengths (less padding); order still seeded and resumable"})
+    padding_free: bool = field(default=False, metadata={
+        "group": "optimisation",
+        "help": "pack each batch's rows into one sequence, attention confined to each row: no pad tokens "
+                "(docs/performance.md)"})
     logging_steps: int = field(default=10, metadata={
         "group": "optimisation", "help": "log loss and monitoring figures every this many steps"})
     save_strategy: str = field(default="epoch", metadata={

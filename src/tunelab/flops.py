@@ -1,8 +1,18 @@
-"""FLOPs per token of a model and the peak FLOP/s of known GPUs, for model FLOPs utilisation (MFU)."""
+"""FLOPs per token of a model and the peak FLOP/s of its device, for model FLOPs utilisation (MFU).
+
+A GPU's peak is its published dense tensor-core figure. A CPU has no published figure that training
+reaches, so its peak is measured: the FLOP/s of a training-shaped matrix multiply (forward and backward
+through an MLP) in the run's precision, on this process's threads. It is measured once per machine and
+kept in the tunelab cache, keyed by CPU model, thread count, precision and PyTorch version.
+"""
 
 from __future__ import annotations
 
+import json
 import re
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -40,10 +50,14 @@ def matmul_dtype_name(dtype: torch.dtype) -> str:
     return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
 
 
-def peak_flops(device_name: str | None, dtype: torch.dtype) -> tuple[float | None, str]:
-    """The device's dense peak FLOP/s for matmuls in `dtype`, and what was assumed, in words (None: unknown)."""
+def peak_flops(device_name: str | None, dtype: torch.dtype,
+               cpu_peak: Callable[[torch.dtype], tuple[float | None, str]] | None = None) -> tuple[float | None, str]:
+    """The device's dense peak FLOP/s for matmuls in `dtype`, and what was assumed, in words (None: unknown).
+
+    `device_name` None is the CPU: its peak comes from `cpu_peak` (by default `cpu_peak_flops`, measured).
+    """
     if not device_name:
-        return None, "MFU omitted: no GPU (there is no peak FLOP/s to measure a CPU against)"
+        return (cpu_peak or cpu_peak_flops)(dtype)
     kind = matmul_dtype_name(dtype)
     for pattern, peaks in PEAK_TFLOPS:
         if re.search(pattern, device_name):
@@ -101,3 +115,80 @@ def non_embedding_parameters(model: torch.nn.Module) -> tuple[int, int]:
         else:
             frozen += count
     return frozen, trainable
+
+
+# The probe's MLP: SmolLM2's hidden and intermediate sizes (576 -> 1536 -> 576).
+PROBE_HIDDEN, PROBE_INTERMEDIATE = 576, 1536
+PEAK_PROBE_ROWS = 2048  # tokens per pass when measuring the peak: the embedded job's batches, several at once
+PEAK_CACHE_FILE = "matmul_peak.json"
+
+
+def training_matmul_seconds(dtype: torch.dtype, repeats: int = 6, rows: int = 512) -> float:
+    """Seconds for a forward and backward pass through a SmolLM2-sized MLP (576 -> 1536 -> 576) over `rows`
+    tokens (512: about a batch of the embedded job): the fastest of `repeats` (the first warms up; other work
+    on the same cores only ever slows a pass)."""
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randn(rows, PROBE_HIDDEN, generator=generator).to(dtype)
+    up = torch.randn(PROBE_HIDDEN, PROBE_INTERMEDIATE, generator=generator).to(dtype).requires_grad_()
+    down = torch.randn(PROBE_INTERMEDIATE, PROBE_HIDDEN, generator=generator).to(dtype).requires_grad_()
+    fastest = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        ((tokens @ up) @ down).sum().backward()
+        fastest = min(fastest, time.perf_counter() - start)
+    return fastest
+
+
+def training_matmul_flops(rows: int) -> float:
+    """FLOPs of one `training_matmul_seconds` pass: two matmuls forward; backward, the activations' gradient
+    and both weights' gradients (the input needs none): five of 2 x rows x 576 x 1536 each."""
+    return 5 * 2.0 * rows * PROBE_HIDDEN * PROBE_INTERMEDIATE
+
+
+def measured_matmul_peak(dtype: torch.dtype) -> float:
+    """FLOP/s of the training-shaped matmul on this process's threads, the fastest of its passes."""
+    return training_matmul_flops(PEAK_PROBE_ROWS) / training_matmul_seconds(dtype, rows=PEAK_PROBE_ROWS)
+
+
+def cpu_peak_flops(dtype: torch.dtype, measure: Callable[[torch.dtype], float] = measured_matmul_peak,
+                   cache: Path | None = None) -> tuple[float, str]:
+    """This CPU's measured matmul peak in `dtype` and what it is, in words: read from `cache`
+    (default: the tunelab cache's matmul_peak.json) or measured by `measure` and added to it."""
+    from tunelab.summary import cpu_model
+
+    kind = "fp32" if dtype == torch.float32 else matmul_dtype_name(dtype)
+    threads = torch.get_num_threads()
+    key = f"{cpu_model()} | {threads} threads | {kind} | torch {torch.__version__}"
+    path = cache or default_peak_cache()
+    peaks = _read_peaks(path)
+    cached = key in peaks
+    if not cached:
+        peaks[key] = measure(dtype)
+        _write_peaks(path, peaks)
+    source = f"cached in {path}" if cached else f"measured now, kept in {path}"
+    return peaks[key], (f"MFU assumes a peak of {peaks[key] / 1e9:.4g} GFLOP/s per process: the measured {kind} "
+                        f"training-shaped matmul peak of this CPU ({cpu_model()}, {threads} threads; {source})")
+
+
+def default_peak_cache() -> Path:
+    from tunelab.embedded import cache_root
+
+    return cache_root() / PEAK_CACHE_FILE
+
+
+def _read_peaks(path: Path) -> dict[str, float]:
+    try:
+        peaks = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {key: float(value) for key, value in peaks.items()} if isinstance(peaks, dict) else {}
+
+
+def _write_peaks(path: Path, peaks: dict[str, float]) -> None:
+    """An unwritable cache only costs a measurement next time."""
+    from tunelab.rundir import atomic_write_json
+
+    try:
+        atomic_write_json(path, peaks)
+    except OSError:
+        pass

@@ -4,7 +4,8 @@
 uses: on a GPU, NVML's used and total memory and utilisation plus PyTorch's allocated, reserved
 and peak allocated memory; on the CPU, the process's resident memory and its peak. With them go
 the step time, samples/s, tokens/s (real tokens: the attention mask's ones, which the Trainer
-counts with `include_num_input_tokens_seen="non_padding"`) and the model FLOPs utilisation.
+counts with `include_num_input_tokens_seen="non_padding"`) and the model FLOPs utilisation: against
+the published peak of a GPU, or the measured matmul peak of a CPU (`tunelab.flops.peak_flops`).
 Rank 0 gathers every rank's figures, adds them to the trainer's log (so every tracker and the
 progress bar see them) and writes RUN_DIR/monitoring.json. Where NVML is missing (no driver) or
 answers NotSupported (MIG slices, vGPUs), PyTorch's figures stand in and the run says so once.
@@ -22,7 +23,7 @@ import torch
 from transformers import TrainerCallback
 
 from tunelab.console import say
-from tunelab.flops import flops_per_token, peak_flops
+from tunelab.flops import cpu_peak_flops, flops_per_token, peak_flops
 from tunelab.summary import GIB
 
 MONITORING_FILE = "monitoring.json"
@@ -161,9 +162,10 @@ class ResourceMonitor(TrainerCallback):
     training; RUN_DIR/monitoring.json holds it with every sample.
     """
 
-    def __init__(self, run_dir: str | Path | None = None, nvml=None, cuda=torch.cuda, clock=time.perf_counter):
+    def __init__(self, run_dir: str | Path | None = None, nvml=None, cuda=torch.cuda, clock=time.perf_counter,
+                 cpu_peak=cpu_peak_flops):
         self.path = Path(run_dir) / MONITORING_FILE if run_dir is not None else None
-        self._nvml, self._cuda, self._clock = nvml, cuda, clock
+        self._nvml, self._cuda, self._clock, self._cpu_peak = nvml, cuda, clock, cpu_peak
         self.probe: DeviceProbe | None = None
         self.samples: list[dict] = self._previous_samples()
         self.notes: list[str] = []
@@ -183,7 +185,8 @@ class ResourceMonitor(TrainerCallback):
             checkpointing = args.gradient_checkpointing or _checkpointing(model)
             self.flops_per_token, self.flops_counting = flops_per_token(model, checkpointing)
         dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
-        self.peak_flops, self.peak_assumed = peak_flops(self.probe.device_name(), dtype)
+        if self.probe.devices or state.is_world_process_zero:  # a CPU's peak is measured by rank 0 alone
+            self.peak_flops, self.peak_assumed = peak_flops(self.probe.device_name(), dtype, self._cpu_peak)
         self._window, self._totals = None, {"steps": 0, "seconds": 0.0, "tokens": 0}
         if state.is_world_process_zero:
             for line in (self.peak_assumed, *self.probe.notes):
@@ -260,9 +263,8 @@ class ResourceMonitor(TrainerCallback):
         rates = {"step_time_s": round(seconds / steps, 4), "samples_per_s": round(steps * global_batch / seconds, 3)}
         if tokens > 0:
             rates["tokens_per_s"] = round(tokens / seconds, 2)
-            gpus = sum(1 for label in devices if "gpu" in label)
-            if self.flops_per_token and self.peak_flops and gpus:
-                mfu = 100 * tokens / seconds * self.flops_per_token / (self.peak_flops * gpus)
+            if self.flops_per_token and self.peak_flops and devices:  # a peak per GPU, or per CPU process
+                mfu = 100 * tokens / seconds * self.flops_per_token / (self.peak_flops * len(devices))
                 rates["mfu_pct"] = float(f"{mfu:.4g}")
         return rates
 

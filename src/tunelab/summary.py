@@ -21,11 +21,23 @@ def hardware_info(num_processes: int = 1) -> dict:
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {
         "device": "cuda" if gpus else "cpu",
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cpu_count": torch.get_num_threads(),
         "gpus": gpus,
         "num_processes": num_processes,
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC 9B14"), from /proc/cpuinfo where there is one."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def software_versions() -> dict:

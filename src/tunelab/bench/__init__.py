@@ -21,8 +21,9 @@ variant), then all the training repetitions are followed by `--eval_repeats` tim
 of `--eval_rows` test rows; the median and the spread (min-max) over the repetitions are
 reported. A variant that trains (or evaluates) exactly like an earlier one is not run again. Memory is the peak
 during the phase: CUDA's allocator peak on a GPU, the process's resident memory on a CPU
-(sampled every 10 ms, after returning freed memory to the system). MFU (GPU only) counts the
-model's FLOPs per real token (`tunelab.flops.flops_per_token`) against the device's dense peak.
+(sampled every 10 ms, after returning freed memory to the system). MFU counts the model's FLOPs per
+real token (`tunelab.flops.flops_per_token`) against the device's peak: a GPU's published dense peak,
+a CPU's measured training-shaped matmul peak (`tunelab.flops.cpu_peak_flops`).
 Evaluation variants that score labels are compared with tunelab's predictions on the same
 weights: `agreement` should be 100% for an optimization that keeps the results.
 

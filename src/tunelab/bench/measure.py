@@ -16,6 +16,7 @@ from tunelab.bench.workloads import Inputs, collate, train_batches
 from tunelab.models import adapter_merged
 from tunelab.nli.config import NLI_LABELS, NLIRecipe
 from tunelab.nli.trainer import label_scores, label_word_loss
+from tunelab.packing import real_tokens
 
 GIB = 1024**3
 
@@ -134,7 +135,7 @@ class Bench:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return int(batch["attention_mask"].sum()), batch["attention_mask"].numel()
+        return real_tokens(batch), batch["input_ids"].numel()
 
     @torch.no_grad()
     def evaluate(self, variant: Variant) -> Measured:
@@ -166,7 +167,7 @@ class Bench:
         prompts_only = replace(variant, loss="label_word")  # scoring reads the prompt, whatever the training loss
         batch = to_device(collate(self.inputs, rows, prompts_only, self.recipe, [0] * len(rows)), self.device)
         scores = label_scores(model, batch, self.inputs.label_ids, self.recipe.label_scoring)
-        return scores.argmax(-1).tolist(), int(batch["attention_mask"].sum()), batch["attention_mask"].numel()
+        return scores.argmax(-1).tolist(), real_tokens(batch), batch["input_ids"].numel()
 
     def _generate(self, model, variant: Variant, rows: list[int]) -> tuple[list[int], int, int]:
         """The notebooks' evaluation: generate an answer after the prompt and look for a label word in it."""

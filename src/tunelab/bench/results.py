@@ -15,6 +15,7 @@ from tunelab.bench.workloads import Workload
 from tunelab.flops import flops_per_token, peak_flops
 from tunelab.models import parameter_counts
 from tunelab.rundir import atomic_write_json, atomic_write_text
+from tunelab.runtime.precision import compute_dtype
 from tunelab.summary import hardware_info, software_versions
 
 
@@ -29,7 +30,7 @@ def summarise(args, workload: Workload, bench: Bench, variants: list[Variant], t
     base = model.get_base_model()
     flops_note = flops_per_token(model, gradient_checkpointing=recipe.gradient_checkpointing)[1]
     device_name = torch.cuda.get_device_name() if bench.device.type == "cuda" else None
-    dtype = torch.bfloat16 if device_name and recipe.precision in ("auto", "bf16") else torch.float32
+    dtype = compute_dtype(recipe.precision)
     peak, peak_note = peak_flops(device_name, dtype)
     results = []
     for variant in variants:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from tunelab.errors import TunelabError
 from tunelab.nli.config import NLIRecipe
 
 
@@ -26,6 +27,7 @@ class Variant:
     eval_longest_first: bool = True  # score the rows sorted by length (nli.predict); the notebooks do not
     eval_batch_size: int | None = None  # None: the recipe's per_device_eval_batch_size
     merge_lora: bool = True  # evaluate with the LoRA weights merged into the base weights (models.adapter_merged)
+    packing: bool = False  # each batch's rows packed into one sequence, no padding (tunelab.packing)
 
 
 REFERENCE = Variant("reference", "the notebooks' approach", loss="full_lm", padding="max_length",
@@ -50,6 +52,10 @@ VARIANTS = {variant.name: variant for variant in (
     replace(TUNELAB, name="bf16_autocast", changes="tunelab, bf16 autocast", autocast_bf16=True),
     replace(TUNELAB, name="torch_compile", changes="tunelab, torch.compile(dynamic=True)", compile=True),
     replace(TUNELAB, name="batch_x2", changes="tunelab, twice the batch size", batch_scale=2),
+    replace(TUNELAB, name="padding_free", changes="tunelab, each batch packed into one sequence without padding",
+            packing=True),
+    replace(TUNELAB, name="padding_free_batch_x2", changes="padding_free, twice the batch size", packing=True,
+            batch_scale=2),
     replace(TUNELAB, name="no_checkpointing", changes="tunelab, gradient checkpointing off",
             gradient_checkpointing=False),
     replace(TUNELAB, name="checkpointing", changes="tunelab, gradient checkpointing on", gradient_checkpointing=True),
@@ -59,13 +65,16 @@ VARIANTS = {variant.name: variant for variant in (
 DEFAULT_VARIANTS = ("reference", "tunelab")
 
 TRAIN_FIELDS = ("loss", "padding", "group_by_length", "attention", "autocast_bf16", "compile", "batch_scale",
-                "gradient_checkpointing")
+                "gradient_checkpointing", "packing")
 EVAL_FIELDS = ("evaluation", "eval_longest_first", "padding", "attention", "autocast_bf16", "compile", "eval_batch_size",
-               "merge_lora")
+               "merge_lora", "packing")
 
 
 def resolved(variant: Variant, recipe: NLIRecipe, mergeable: bool) -> Variant:
     """The variant with the recipe's values where it keeps them (None)."""
+    if variant.packing and recipe.label_scoring != "first_token":
+        raise TunelabError(f"variant {variant.name} packs rows for label_scoring first_token only, and this "
+                           f"workload scores by {recipe.label_scoring}: leave {variant.name} out of --variants")
     checkpointing = recipe.gradient_checkpointing if variant.gradient_checkpointing is None \
         else variant.gradient_checkpointing
     grouped = recipe.group_by_length if variant.group_by_length is None else variant.group_by_length

@@ -21,6 +21,7 @@ from tunelab.models import load_tokenizer
 from tunelab.nli.config import NLI_LABELS, NLIRecipe
 from tunelab.nli.data import load_nli_split, recipe_prompt, tokenize_rows
 from tunelab.nli.trainer import NLICollator, answer_room, label_token_ids
+from tunelab.packing import PackingCollator
 from tunelab.resources import cache_root
 from tunelab.runtime.precision import compute_dtype
 from tunelab.tiny_models import load_gpt2_tokenizer
@@ -123,11 +124,14 @@ def train_batches(inputs: Inputs, variant: Variant, batch_size: int, accumulatio
 
 
 def collate(inputs: Inputs, rows: list[int], variant: Variant, recipe: NLIRecipe, labels: list[int]) -> dict:
-    """A batch as the variant feeds it: tunelab's collator (left padding) or the notebooks' right padding."""
+    """A batch as the variant feeds it: tunelab's collator (left padding, or packed rows) or the notebooks'
+    right padding."""
     pad = inputs.tokenizer.pad_token_id
     if variant.loss == "label_word":
-        collator = NLICollator(pad, inputs.label_ids, recipe.label_scoring)
-        batch = collator([{"input_ids": inputs.prompt_ids[i], "labels": label} for i, label in zip(rows, labels)])
+        features = [{"input_ids": inputs.prompt_ids[i], "labels": label} for i, label in zip(rows, labels)]
+        if variant.packing:
+            return PackingCollator()(features)
+        batch = NLICollator(pad, inputs.label_ids, recipe.label_scoring)(features)
         if variant.padding == "max_length":
             batch = left_pad_to(batch, recipe.max_length, pad)
         return batch

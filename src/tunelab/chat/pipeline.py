@@ -42,6 +42,7 @@ from tunelab.chat.format import labels_from_masks, prepare_chat_tokenizer, token
 from tunelab.console import say
 from tunelab.errors import TrainingDiverged, TunelabError
 from tunelab.models import load_model, load_tokenizer
+from tunelab.packing import tokens_seen
 from tunelab.pipeline import (
     PipelineRun,
     process_state,
@@ -257,9 +258,10 @@ def sft_config(recipe: ChatRecipe, output_dir: str, on_cpu: bool):
         save_steps=recipe.save_steps,
         eval_strategy="steps" if evaluate else "no",
         eval_steps=recipe.eval_steps,
-        max_length=recipe.max_length,
-        include_num_input_tokens_seen="non_padding",  # real tokens (attention-mask ones) for tunelab.monitoring
+        max_length=None if recipe.padding_free else recipe.max_length,  # padding-free: rows were cut in tokenize
+        include_num_input_tokens_seen=tokens_seen(recipe.padding_free),  # real tokens, for tunelab.monitoring
         packing=False,
+        padding_free=recipe.padding_free,
         assistant_only_loss=False,  # the data carry their own assistant masks (tunelab.chat.format)
     )
 

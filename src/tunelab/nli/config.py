@@ -100,6 +100,9 @@ class NLIRecipe(Recipe):
             (self.head in HEADS, f"head must be one of {', '.join(HEADS)}, not {self.head!r}"),
             (self.head != "classifier" or "lm_head" not in self.lora_target_modules,
              "lora_target_modules names lm_head, which --head classifier replaces by a new head: remove lm_head"),
+            (not self.padding_free or (self.label_scoring, self.head) == ("first_token", "label_words"),
+             "padding_free packs rows for label_scoring first_token with head label_words only: "
+             "set --padding_free false"),
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), not {self.label_smoothing}"),
             (self.metric_for_best_model in (None, "loss", "accuracy"),
              f"metric_for_best_model must be loss or accuracy, not {self.metric_for_best_model!r}"),

@@ -57,6 +57,7 @@ from tunelab.nli.trainer import (
     label_token_ids,
     training_arguments,
 )
+from tunelab.packing import PackingCollator
 from tunelab.pipeline import (
     PipelineRun,
     process_state,
@@ -194,7 +195,8 @@ class NLIRun(PipelineRun):
             args=self.training_args,
             train_dataset=self.tokenized(self.recipe.train_split),
             eval_dataset=eval_dataset.select(longest_first(eval_dataset)),  # little padding, as in predict()
-            data_collator=NLICollator(self.tokenizer.pad_token_id, self.label_ids, self.scoring),
+            data_collator=PackingCollator() if self.recipe.padding_free else
+            NLICollator(self.tokenizer.pad_token_id, self.label_ids, self.scoring),
             compute_metrics=accuracy_metric,
             label_ids=self.label_ids,
             scoring=self.scoring,

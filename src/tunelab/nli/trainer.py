@@ -17,7 +17,8 @@ token, `scoring="classifier"` here): its logits are the scores, and no label wor
 
 Batches are always padded on the left, whatever the tokenizer's padding side, so the answer
 position is the last one; explicit position ids keep left padding harmless for models with
-absolute position embeddings (GPT-2).
+absolute position embeddings (GPT-2). With `padding_free` the rows are packed into one sequence
+instead (tunelab.packing), and each row's answer position is its last token.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from transformers.trainer_utils import has_length
 
 from tunelab.errors import TunelabError
 from tunelab.nli.config import NLIRecipe
+from tunelab.packing import last_positions, model_inputs, tokens_seen
 from tunelab.runtime.fsdp import FSDPOnCPU
 from tunelab.training import LoraPlusOptimizer, ResumableLengthGrouping, training_kwargs
 
@@ -82,11 +84,11 @@ class NLICollator:
 
 def label_scores(model, batch: dict[str, torch.Tensor], label_ids: list[list[int]], scoring: str) -> torch.Tensor:
     """(batch, num_labels) scores whose softmax is the predicted label distribution."""
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    inputs = model_inputs(batch)  # padded, or packed (tunelab.packing)
     if scoring == "classifier":  # a sequence-classification model: its head reads the last (real) token
         return model(**inputs).logits.float()
     if scoring == "first_token":
-        logits = model(**inputs, logits_to_keep=last_positions(batch, 1)).logits[:, -1, :]
+        logits = model(**inputs, logits_to_keep=last_positions(batch, 1)).logits.flatten(0, 1)  # a row per example
         return logits[:, [word[0] for word in label_ids]].float()
     longest = batch["label_mask"].shape[-1]
     logits = model(**inputs, logits_to_keep=last_positions(batch, longest + 1)).logits[:, :-1, :].float()
@@ -94,17 +96,6 @@ def label_scores(model, batch: dict[str, torch.Tensor], label_ids: list[list[int
     token_logprobs = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     word_logprobs = (token_logprobs * batch["label_mask"]).sum(-1)
     return word_logprobs.view(-1, len(label_ids))
-
-
-def last_positions(batch: dict[str, torch.Tensor], count: int) -> torch.Tensor:
-    """The indices of the last `count` positions, for `logits_to_keep`.
-
-    An index tensor, not the integer `count`: transformers then gathers those hidden states into a
-    contiguous tensor, where an integer slices a strided view that torch's matmul multiplies with one copy
-    of the whole vocabulary matrix per row (28 ms a batch on CPU; about 8x that under bf16 autocast).
-    """
-    width = batch["input_ids"].shape[-1]
-    return torch.arange(width - count, width, device=batch["input_ids"].device)
 
 
 def label_word_loss(model, batch: dict[str, torch.Tensor], label_ids: list[list[int]], scoring: str,
@@ -172,7 +163,7 @@ def training_arguments(recipe: NLIRecipe, output_dir: str, on_cpu: bool) -> Trai
         eval_strategy=recipe.save_strategy,
         load_best_model_at_end=recipe.metric_for_best_model is not None,
         metric_for_best_model=recipe.metric_for_best_model,
-        include_num_input_tokens_seen="non_padding",  # real tokens (attention-mask ones) for tunelab.monitoring
+        include_num_input_tokens_seen=tokens_seen(recipe.padding_free),  # real tokens, for tunelab.monitoring
         remove_unused_columns=False,
         label_names=["labels"],
     )

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 
 import torch
 
 from tunelab.console import say
+from tunelab.flops import training_matmul_seconds
 from tunelab.runtime.deepspeed_check import launched_with_deepspeed
 
 
@@ -52,19 +52,3 @@ def cpu_has_bf16_instructions() -> bool:
 def bf16_is_faster(fp32_seconds: float, bf16_seconds: float) -> bool:
     """bf16 only when clearly faster (by 10%): on a tie fp32 keeps its precision."""
     return bf16_seconds < 0.9 * fp32_seconds
-
-
-def training_matmul_seconds(dtype: torch.dtype, repeats: int = 6) -> float:
-    """Seconds for a forward and backward pass through a SmolLM2-sized MLP (576 -> 1536 -> 576) over 512
-    tokens, about a batch of the embedded job: the fastest of `repeats` (the first warms up; other work on
-    the same cores only ever slows a pass)."""
-    generator = torch.Generator().manual_seed(0)
-    tokens = torch.randn(512, 576, generator=generator).to(dtype)
-    up = torch.randn(576, 1536, generator=generator).to(dtype).requires_grad_()
-    down = torch.randn(1536, 576, generator=generator).to(dtype).requires_grad_()
-    fastest = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        ((tokens @ up) @ down).sum().backward()
-        fastest = min(fastest, time.perf_counter() - start)
-    return fastest
