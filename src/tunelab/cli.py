@@ -1,4 +1,4 @@
-"""The `tunelab` command: run a recipe or a sweep, rebuild a report, compare evaluations, benchmark, prepare the offline default.
+"""The `tunelab` command: run a recipe or a sweep, rebuild a report, compare evaluations, benchmark, list the settings, prepare the offline default.
 
 Errors a user can fix (TunelabError) print as one line and exit with status 2; `--debug`
 shows the traceback instead. A run stopped by a signal after saving a checkpoint exits with 3.
@@ -16,9 +16,8 @@ from tunelab.console import quiet_third_party
 from tunelab.errors import TunelabError, exit_on_error
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    quiet_third_party(debug="--debug" in argv)
+def build_parser() -> argparse.ArgumentParser:
+    """The `tunelab` command line; the commands that take recipe settings leave them to the recipe."""
     parser = argparse.ArgumentParser(prog="tunelab", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     # run and plan leave --help to the recipe, which lists its settings
@@ -60,7 +59,16 @@ def main(argv: list[str] | None = None) -> None:
     sweep_report.add_argument("sweep_dir")
     embedded = commands.add_parser("prepare-embedded", help="convert the offline default model once (smollm2-135m)")
     embedded.add_argument("name", nargs="?", default="smollm2-135m")
-    args, rest = parser.parse_known_args(argv)
+    settings = commands.add_parser("settings", help="every recipe setting by family and group, with its type, "
+                                                    "default and help")
+    settings.add_argument("--markdown", action="store_true", help="as the Markdown page docs/settings.md")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    quiet_third_party(debug="--debug" in argv)
+    args, rest = build_parser().parse_known_args(argv)
 
     with exit_on_error(debug="--debug" in rest):
         if args.command in ("run", "plan", "launch") and not os.path.isfile(args.recipe):
@@ -113,6 +121,10 @@ def main(argv: list[str] | None = None) -> None:
             from tunelab.embedded import embedded_model_path
 
             print(embedded_model_path(args.name))
+        elif args.command == "settings":
+            from tunelab.settings_reference import settings_markdown, settings_text
+
+            print(settings_markdown() if args.markdown else settings_text(), end="")
 
 
 if __name__ == "__main__":

@@ -228,13 +228,21 @@ def settings_help(recipe: Recipe) -> str:
     lines = [f"usage: {sys.argv[0]} [--config FILE.yaml] [--SETTING VALUE ...] [--help]\n\n"
              f"Settings of {recipe.run_name} ({type(recipe).__name__}); each default is the value this command "
              "line gives it: the recipe's, then a --config YAML file's (setting: value), then the other options."]
-    fields = dataclasses.fields(recipe)
-    for group in GROUPS:
+    for group, settings in settings_by_group(recipe):
         lines.append(f"\n{group}:")
-        for f in (f for f in fields if f.metadata.get("group") == group):
-            lines.append(f"  --{f.name} {f.type} (default: {_show(getattr(recipe, f.name))})")
+        for f, shown in settings:
+            lines.append(f"  --{f.name} {f.type} (default: {shown})")
             lines.append(f"      {f.metadata['help']}")
     return "\n".join(lines)
+
+
+def settings_by_group(recipe: Recipe) -> list[tuple[str, list[tuple[dataclasses.Field, str]]]]:
+    """Each group (GROUPS first, then any other a field names) with its settings: the field and `recipe`'s
+    value as the command line writes it. `--help` and `tunelab settings` show these."""
+    fields = dataclasses.fields(recipe)
+    groups = [*GROUPS, *dict.fromkeys(f.metadata["group"] for f in fields if f.metadata["group"] not in GROUPS)]
+    return [(group, [(f, _show(getattr(recipe, f.name))) for f in fields if f.metadata["group"] == group])
+            for group in groups]
 
 
 def _show(value: object) -> str:
