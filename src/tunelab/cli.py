@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_report.add_argument("sweep_dir")
     embedded = commands.add_parser("prepare-embedded", help="convert the offline default model once (smollm2-135m)")
     embedded.add_argument("name", nargs="?", default="smollm2-135m")
+    push = commands.add_parser("push", help="upload a finished run's adapter (or model) folder and model card to "
+                                            "the Hugging Face Hub: tunelab push RUN_DIR [--hub_model_id OWNER/NAME]")
+    push.add_argument("run_dir")
+    push.add_argument("--hub_model_id", help="the Hub repository (default: the run's hub_model_id)")
+    push.add_argument("--public", action="store_true", help="create the repository public (default: the run's "
+                                                            "hub_private, else private)")
     settings = commands.add_parser("settings", help="every recipe setting by family and group, with its type, "
                                                     "default and help")
     settings.add_argument("--markdown", action="store_true", help="as the Markdown page docs/settings.md")
@@ -121,6 +127,10 @@ def main(argv: list[str] | None = None) -> None:
             from tunelab.embedded import embedded_model_path
 
             print(embedded_model_path(args.name))
+        elif args.command == "push":
+            from tunelab.hub import push_run
+
+            push_run(args.run_dir, args.hub_model_id, False if args.public else None)
         elif args.command == "settings":
             from tunelab.settings_reference import settings_markdown, settings_text
 

@@ -29,6 +29,7 @@ from tunelab.errors import TunelabError, exit_on_error
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 STAGES = ("baseline", "train", "evaluate", "report")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass
@@ -56,6 +57,13 @@ class Recipe:
     profile: str = field(default="none", metadata={
         "group": "run",
         "help": "a hardware profile (tunelab.profiles), \"auto\", or none to keep the recipe as written"})
+    push_to_hub: bool = field(default=False, metadata={
+        "group": "run", "help": "after the report, upload the saved adapter (or model) folder and its model card to "
+                                "hub_model_id on the Hugging Face Hub; needs network and a token (hf auth login)"})
+    hub_model_id: str | None = field(default=None, metadata={
+        "group": "run", "help": "the Hub repository push_to_hub uploads to, OWNER/NAME (created if missing)"})
+    hub_private: bool = field(default=True, metadata={
+        "group": "run", "help": "create that Hub repository private (false: public)"})
 
     # Model
     model_name_or_path: str = field(default="smollm2-135m", metadata={
@@ -165,6 +173,10 @@ class Recipe:
              f"loraplus_lr_ratio must be at least 1 (or none), not {self.loraplus_lr_ratio}"),
             (self.neftune_noise_alpha is None or self.neftune_noise_alpha > 0,
              f"neftune_noise_alpha must be > 0 (or none), not {self.neftune_noise_alpha}"),
+            (not self.push_to_hub or self.hub_model_id,
+             "push_to_hub needs the repository to upload to: set --hub_model_id OWNER/NAME"),
+            (self.hub_model_id is None or HUB_REPO.match(self.hub_model_id),
+             f"hub_model_id must be a Hub repository id, OWNER/NAME, not {self.hub_model_id!r}"),
         ]
         return failed(checks)
 
