@@ -1,4 +1,4 @@
-"""The `tunelab` command: run a recipe or a sweep, rebuild a report, compare evaluations, benchmark, list the settings, prepare the offline default.
+"""The `tunelab` command: run a recipe or a sweep, rebuild a report, compare evaluations, benchmark, prepare the offline default.
 
 Errors a user can fix (TunelabError) print as one line and exit with status 2; `--debug`
 shows the traceback instead. A run stopped by a signal after saving a checkpoint exits with 3.

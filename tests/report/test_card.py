@@ -213,3 +213,16 @@ def test_a_fully_fine_tuned_model_s_card_loads_it_without_peft(tmp_path):
     assert "PeftModel" not in card.text and "lora_r" not in card.text.split("## Full configuration")[0]
     assert "| accuracy | 50.0% | 100.0% | +50.0 points |" in card.text
     assert write_model_card(tmp_path / "nothing-saved") is None
+
+
+def test_a_chat_run_s_card_loads_its_adapter_and_tokenizer_and_chats(tiny_chat_run, tiny_llama_dir):
+    text = (tiny_chat_run / "adapter" / "README.md").read_text(encoding="utf-8")
+    assert ModelCard.load(tiny_chat_run / "adapter" / "README.md").data.eval_results[0].metric_type == "perplexity"
+    assert re.search(r"\| perplexity \| [\d.]+ \[[\d.]+, [\d.]+\] \|", text)
+    code = text.split("## How to use")[1].split("```python\n")[1].split("```")[0]
+    code = code.replace(f'"PATH/TO/{tiny_llama_dir.name}"', json.dumps(str(tiny_llama_dir)))
+    code = code.replace('"path/to/tiny_chat/adapter"', json.dumps(str(tiny_chat_run / "adapter")))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "card", "exec"), {})  # the tokenizer with its chat template comes from the adapter
+    assert printed.getvalue().strip()

@@ -54,17 +54,10 @@ def write_model_card(run_dir: str | Path) -> Path | None:
 def model_card(run_dir: Path, folder: Path) -> ModelCard:
     config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     info = read_json(run_dir / "run_info.json", dict)
-    chat = info.get("task") == "chat"
-    results = chat_results(run_dir) if chat else classification_results(run_dir)
-    base_id, base_text = base_model(config["model_name_or_path"])
-    card = Card(config, info, folder, base_id, results)
-    data = ModelCardData(
-        base_model=base_id, datasets=[config["dataset"]] if hub_id_like(config["dataset"]) else None,
-        library_name="peft" if card.adapter else "transformers", tags=["tunelab", *(["lora"] if card.adapter else [])],
-        pipeline_tag="text-generation" if chat else "text-classification", model_name=card.name,
-        eval_results=card.eval_results())
-    body = card.body(base_text, headline(run_dir / "report" / "report.md"))
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+    results = chat_results(run_dir) if info.get("task") == "chat" else classification_results(run_dir)
+    card = Card(config, info, folder, results)
+    body = card.body(headline(run_dir / "report" / "report.md"))
+    return ModelCard(f"---\n{card.metadata().to_yaml()}\n---\n\n{body}")
 
 
 # ---------------------------------------------------------------------------- what the run directory holds
@@ -147,11 +140,23 @@ def headline(report: Path) -> list[str]:
 class Card:
     """The card's sections, from the run's config, run_info.json and results."""
 
-    def __init__(self, config: dict, info: dict, folder: Path, base_id: str | None, results: list[dict]):
-        self.config, self.info, self.folder, self.base_id, self.results = config, info, folder, base_id, results
+    def __init__(self, config: dict, info: dict, folder: Path, results: list[dict]):
+        self.config, self.info, self.folder, self.results = config, info, folder, results
+        self.base_id, self.base_text = base_model(config["model_name_or_path"])
         self.adapter = (folder / "adapter_config.json").is_file()
         self.chat = info.get("task") == "chat"
         self.name = config.get("hub_model_id") or config["run_name"]
+        self.unit = "conversations" if self.chat else "rows"
+
+    def metadata(self) -> ModelCardData:
+        """The YAML header the Hub reads."""
+        dataset = self.config["dataset"]
+        return ModelCardData(
+            base_model=self.base_id, datasets=[dataset] if hub_id_like(dataset) else None,
+            library_name="peft" if self.adapter else "transformers",
+            tags=["tunelab", *(["lora"] if self.adapter else [])],
+            pipeline_tag="text-generation" if self.chat else "text-classification", model_name=self.name,
+            eval_results=self.eval_results())
 
     def eval_results(self) -> list[EvalResult] | None:
         """The fine-tuned model's figures as the Hub's model-index reads them."""
@@ -169,13 +174,13 @@ class Card:
                     metric_value=round(figures["finetuned"]["value"], 4)))
         return found or None
 
-    def body(self, base_text: str, headline_lines: list[str]) -> str:
+    def body(self, headline_lines: list[str]) -> str:
         sections = [
             f"# {self.name}",
-            f"{self.what()} Trained and evaluated with tunelab {__version__}; the pretrained "
-            "model (baseline) and the fine-tuned one were scored on the same held-out rows.",
+            f"{self.what()} Trained and evaluated with tunelab {__version__}; the pretrained model (baseline) and "
+            f"the fine-tuned one were scored on the same held-out {self.unit}.",
             "## Results", *self.results_text(headline_lines),
-            "## Base model", base_text,
+            "## Base model", self.base_text,
             "## Training data", self.data_text(),
             "## Task", self.task_text(),
             "## Hyperparameters", self.hyperparameters_text(),
@@ -200,11 +205,11 @@ class Card:
             return [f"Evaluation results {NOT_RECORDED}: run the baseline, evaluate and report stages."]
         level = f"{CONFIDENCE:.0%}"
         text = [f"The report's headline:\n\n{_bullet_list(headline_lines)}" if headline_lines else "",
-                f"Each figure with its {level} interval, a paired percentile bootstrap over the evaluated rows "
-                "(both models scored on the same resampled rows); the fine-tuned figures are also in the "
+                f"Each figure with its {level} interval, a paired percentile bootstrap over the evaluated {self.unit} "
+                f"(both models scored on the same resampled {self.unit}); the fine-tuned figures are also in the "
                 "`model-index` metadata above."]
         for result in self.results:
-            rows = f"{result['rows']:,} rows" if result.get("rows") is not None else NOT_RECORDED
+            rows = f"{result['rows']:,} {self.unit}" if result.get("rows") is not None else NOT_RECORDED
             text.append(f"**{result['split']}** ({rows}):\n\n" + _results_table(result["metrics"], self.chat)
                         + (f"\n\n{result['verdict']}" if result.get("verdict") else ""))
         return [part for part in text if part]
@@ -246,7 +251,7 @@ class Card:
             shown["effective batch"] = (f"{self.config['per_device_train_batch_size']} per device x "
                                         f"{self.config.get('gradient_accumulation_steps', 1)} accumulation steps x "
                                         f"{processes} processes")
-        return _bullets({key: "none" if value is None else format_value(value) for key, value in shown.items()})
+        return _bullets({key: _setting(value) for key, value in shown.items()})
 
     def hardware_text(self) -> str:
         timings, hardware = self.info.get("timings_s") or {}, self.info.get("hardware") or {}
@@ -270,10 +275,13 @@ class Card:
         classifier = self.config.get("head") == "classifier"
         auto = "AutoModelForSequenceClassification" if classifier else "AutoModelForCausalLM"
         labels = f", num_labels={len(self.results[0]['labels'])}" if classifier and self.results else ""
+        own_tokenizer = (self.folder / "tokenizer_config.json").is_file()  # chat runs save theirs (template, pad)
         load = (f"from peft import PeftModel\nfrom transformers import {auto}, AutoTokenizer\n\n"
-                f'tokenizer = AutoTokenizer.from_pretrained("{base}")\n'
+                f'tokenizer = AutoTokenizer.from_pretrained("{where if own_tokenizer else base}")\n'
                 f'base = {auto}.from_pretrained("{base}"{labels})\n'
-                f'model = PeftModel.from_pretrained(base, "{where}")')
+                + ("if len(tokenizer) > base.get_input_embeddings().num_embeddings:  # tokens added for training\n"
+                   "    base.resize_token_embeddings(len(tokenizer))\n" if own_tokenizer else "")
+                + f'model = PeftModel.from_pretrained(base, "{where}")')
         merged = ("A merged model (the adapter folded into the base weights, loadable without PEFT):\n\n"
                   + _python('merged = model.merge_and_unload()\nmerged.save_pretrained("merged")\n'
                             'tokenizer.save_pretrained("merged")'))
@@ -285,8 +293,10 @@ class Card:
     def use_snippet(self) -> str:
         if self.chat:
             return ('\n\nmessages = [{"role": "user", "content": "What is the capital of Sweden?"}]\n'
-                    'ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")\n'
-                    'print(tokenizer.decode(model.generate(ids, max_new_tokens=64)[0, ids.shape[1]:]))')
+                    'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True, '
+                    'return_tensors="pt")\n'
+                    'reply = model.generate(**inputs, max_new_tokens=64)[0, inputs["input_ids"].shape[1]:]\n'
+                    'print(tokenizer.decode(reply, skip_special_tokens=True))')
         labels = self.results[0]["labels"] if self.results else []
         template = self.config.get("prompt_template")
         if not template or "{premise}" not in template:
@@ -316,6 +326,13 @@ def published_config(config: dict) -> dict:
 def public_name(name: str) -> str:
     """A Hub id or a name tunelab ships as it is; a local path by its last part."""
     return name if hub_id_like(name) or "/" not in name else Path(name).name
+
+
+def _setting(value) -> str:
+    """A setting's value as config.yaml writes it."""
+    if value is None or isinstance(value, bool):
+        return str(value).lower()
+    return format_value(value)
 
 
 def _results_table(metrics: dict, chat: bool) -> str:
