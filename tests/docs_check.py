@@ -16,6 +16,7 @@ import runpy
 import shlex
 from pathlib import Path
 
+import yaml
 from tunelab.cli import build_parser
 from tunelab.config import _split_argv
 from tunelab.settings_reference import recipe_families
@@ -177,12 +178,15 @@ def names_missing_file(word: str) -> bool:
 
 
 def recipe_flag_problems(recipe: str, argv: list[str]) -> list[str]:
-    """`--name` words of `argv` that are not settings of the recipe file (or, for a placeholder such as
-    RECIPE, of any recipe family)."""
+    """`--name` words of `argv`, and keys of a `--config` YAML file in the repository, that are not settings of
+    the recipe file (or, for a placeholder such as RECIPE, of any recipe family)."""
     settings = recipe_settings(recipe)
-    _, overrides = _split_argv([arg for arg in argv if arg.startswith("--")], [])
-    return [f"--{name} is not a setting of {recipe}" for name in overrides
-            if name not in settings | {"config", "help"}]
+    config_file, overrides = _split_argv(argv, [])
+    problems = [f"--{name} is not a setting of {recipe}" for name in overrides if name not in settings | {"help"}]
+    if config_file and (ROOT / config_file).is_file():
+        keys = yaml.safe_load((ROOT / config_file).read_text(encoding="utf-8")) or {}
+        problems += [f"{config_file}: {key} is not a setting of {recipe}" for key in keys if key not in settings]
+    return problems
 
 
 @functools.cache

@@ -105,6 +105,8 @@ def test_the_command_check_finds_rotten_files_and_flags(tmp_path):
             launch/train.sh recipes/gone.py --profile auto
             [tunelab] Report: runs/x/report/report.md
 
+            tunelab run recipes/phi2_oasst1.py --config recipes/embedded_mnli.yaml   # an NLI file for chat
+
         ```bash
         FOO=1 tunelab run recipes/gpt2_large_mnli.py --train_sample 10 \\
             --test_sampel 5 > out.log
@@ -124,6 +126,8 @@ def test_the_command_check_finds_rotten_files_and_flags(tmp_path):
         "--learnign_rate is not a setting of RECIPE",
         "recipes/gone.py does not exist",
         "--test_sampel is not a setting of recipes/gpt2_large_mnli.py",
+        "recipes/embedded_mnli.yaml: train_sample is not a setting of recipes/phi2_oasst1.py",
+        "recipes/embedded_mnli.yaml: test_sample is not a setting of recipes/phi2_oasst1.py",
     ]
     for message in expected:
         assert sum(message in problem for problem in problems) == 1, (message, problems)
