@@ -19,7 +19,7 @@ COMMAND = "tunelab settings --markdown > docs/settings.md"
 
 
 def recipe_families() -> list[type[Recipe]]:
-    """`Recipe` and every subclass of it in tunelab, after importing each feature's config module; base classes first."""
+    """`Recipe` and every subclass of it in tunelab, after importing each feature's config module; bases first."""
     for module in pkgutil.iter_modules(tunelab.__path__):
         if module.ispkg and importlib.util.find_spec(f"tunelab.{module.name}.config") is not None:
             importlib.import_module(f"tunelab.{module.name}.config")
@@ -37,7 +37,7 @@ def family_settings(family: type[Recipe]) -> list[tuple[str, list[tuple]]]:
     """The settings `family` adds to its parent family or gives another default, by group (all of them for
     `Recipe`); groups left empty are dropped."""
     parent = parent_family(family)
-    inherited = {f.name: shown for _, settings in settings_by_group(parent()) for f, shown in settings} if parent else {}
+    inherited = {f.name: shown for _, group in settings_by_group(parent()) for f, shown in group} if parent else {}
     grouped = [(group, [(f, shown, inherited.get(f.name)) for f, shown in settings
                         if inherited.get(f.name) != shown])
                for group, settings in settings_by_group(family())]
