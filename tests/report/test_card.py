@@ -226,3 +226,20 @@ def test_a_chat_run_s_card_loads_its_adapter_and_tokenizer_and_chats(tiny_chat_r
     with contextlib.redirect_stdout(printed):
         exec(compile(code, "card", "exec"), {})  # the tokenizer with its chat template comes from the adapter
     assert printed.getvalue().strip()
+
+
+def test_a_classifier_head_run_s_card_loads_the_head_and_answers_with_a_label(tiny_phi_dir, snli_dir, tmp_path):
+    argv = tiny_nli_argv(tiny_phi_dir, snli_dir, tmp_path, "--num_train_epochs", "1", "--load_in_4bit", "false",
+                         "--optim", "adamw_torch", "--head", "classifier", "--lora_target_modules",
+                         "q_proj,k_proj,v_proj,dense")
+    run_dir = main(parse_recipe(RECIPE, argv))
+    text = (run_dir / "adapter" / "README.md").read_text(encoding="utf-8")
+    assert "- answer: a linear classifier head on the prompt's last token" in text
+    code = text.split("## How to use")[1].split("```python\n")[1].split("```")[0]
+    assert "AutoModelForSequenceClassification" in code and "num_labels=3" in code
+    code = code.replace(f'"PATH/TO/{tiny_phi_dir.name}"', json.dumps(str(tiny_phi_dir)))
+    code = code.replace('"path/to/phi2_snli/adapter"', json.dumps(str(run_dir / "adapter")))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "card", "exec"), {})
+    assert printed.getvalue().strip() in ("entailment", "neutral", "contradiction")
