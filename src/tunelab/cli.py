@@ -18,9 +18,8 @@ TRUST_HELP = "run the model repository's own Python code (only for repositories 
              "never turns this on"
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    quiet_third_party(debug="--debug" in argv)
+def build_parser() -> argparse.ArgumentParser:
+    """The `tunelab` command line; the commands that take recipe settings leave them to the recipe."""
     parser = argparse.ArgumentParser(prog="tunelab", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     # run and plan leave --help to the recipe, which lists its settings
@@ -67,7 +66,22 @@ def main(argv: list[str] | None = None) -> None:
     init.add_argument("dir")
     embedded = commands.add_parser("prepare-embedded", help="convert the offline default model once (smollm2-135m)")
     embedded.add_argument("name", nargs="?", default="smollm2-135m")
-    args, rest = parser.parse_known_args(argv)
+    push = commands.add_parser("push", help="upload a finished run's adapter (or model) folder and model card to "
+                                            "the Hugging Face Hub: tunelab push RUN_DIR [--hub_model_id OWNER/NAME]")
+    push.add_argument("run_dir")
+    push.add_argument("--hub_model_id", help="the Hub repository (default: the run's hub_model_id)")
+    push.add_argument("--public", action="store_true", help="create the repository public (default: the run's "
+                                                            "hub_private, else private)")
+    settings = commands.add_parser("settings", help="every recipe setting by family and group, with its type, "
+                                                    "default and help")
+    settings.add_argument("--markdown", action="store_true", help="as the Markdown page docs/settings.md")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    quiet_third_party(debug="--debug" in argv)
+    args, rest = build_parser().parse_known_args(argv)
 
     with exit_on_error(debug="--debug" in rest):
         if args.command in ("run", "plan"):
@@ -125,6 +139,14 @@ def main(argv: list[str] | None = None) -> None:
             from tunelab.embedded import embedded_model_path
 
             print(embedded_model_path(args.name))
+        elif args.command == "push":
+            from tunelab.hub import push_run
+
+            push_run(args.run_dir, args.hub_model_id, False if args.public else None)
+        elif args.command == "settings":
+            from tunelab.settings_reference import settings_markdown, settings_text
+
+            print(settings_markdown() if args.markdown else settings_text(), end="")
 
 
 if __name__ == "__main__":

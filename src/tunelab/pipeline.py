@@ -37,6 +37,7 @@ from tunelab.config import Recipe, recipe_to_dict
 from tunelab.console import say
 from tunelab.divergence import StopOnDivergence
 from tunelab.errors import TrainingInterrupted, TunelabError
+from tunelab.hub import check_hub_access, push_run
 from tunelab.interrupts import StopOnSignal, interruptible
 from tunelab.models import parameter_counts
 from tunelab.monitoring import ResourceMonitor
@@ -63,7 +64,8 @@ from tunelab.tracking import check_tracking, finish_wandb, start_wandb
 LOAD_STEPS = ("data", "tokenizer", "model", "trainer")
 # Settings a resumed run may change: they do not change what is trained (run control is not in config.yaml).
 FREE_TO_CHANGE = ("run_name", "output_dir", "report_to", "logging_steps", "profile", "per_device_eval_batch_size",
-                  "save_total_limit", "trust_remote_code", "allow_pickle", "temperature_scaling")
+                  "save_total_limit", "trust_remote_code", "allow_pickle", "temperature_scaling", "push_to_hub",
+                  "hub_model_id", "hub_private")
 
 
 def run_stages(run_class: type[PipelineRun], recipe: Recipe, callbacks: Sequence[TrainerCallback],
@@ -72,6 +74,8 @@ def run_stages(run_class: type[PipelineRun], recipe: Recipe, callbacks: Sequence
     check_tracking(recipe.report_to)  # a missing W&B key fails here, before anything loads
     check_fsdp_settings(recipe)
     check_training_settings(recipe)
+    if recipe.push_to_hub and "report" in recipe.stages:
+        check_hub_access()  # before anything loads, not after training
     go_offline_unless_hub_reachable([name for name in (recipe.model_name_or_path, recipe.dataset)
                                      if name and looks_like_hub_id(name)])
     set_seed(recipe.seed)
@@ -81,6 +85,8 @@ def run_stages(run_class: type[PipelineRun], recipe: Recipe, callbacks: Sequence
         for name, stage in stages.items():
             if name in chosen:
                 stage(run)
+        if recipe.push_to_hub and "report" in recipe.stages and run.state.is_main_process:
+            push_run(run.dir)
         progress = run.save_progress()
         for line in format_summary(progress):
             say(line)
