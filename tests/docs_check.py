@@ -17,6 +17,7 @@ import shlex
 from pathlib import Path
 
 import yaml
+
 from tunelab.cli import build_parser
 from tunelab.config import _split_argv
 from tunelab.settings_reference import recipe_families

@@ -7,7 +7,6 @@ import gc
 import textwrap
 
 from docs_check import ROOT, all_problems, broken_links, commands, pages, problems_of
-
 from tunelab.cli import main
 from tunelab.config import Recipe
 from tunelab.settings_reference import COMMAND, recipe_families, settings_markdown, settings_text
