@@ -156,6 +156,8 @@ def problems_of(command: list[str], whole: bool) -> list[str]:
     """What is wrong with one quoted command: files under the repository's folders that do not exist, flags
     the command does not take. Inline code that does not parse as a whole command only names one."""
     problems = [f"{word} does not exist" for word in command if names_missing_file(word)]
+    if command_kind(command) == "sbatch" and not whole and not any(word.endswith(".sbatch") for word in command):
+        return problems  # inline code naming sbatch itself, not a job line
     checks = {"tunelab": _tunelab_flags, "accelerate": _accelerate_flags, "python": _python_flags,
               "sbatch": _sbatch_flags, "script": _script_flags}
     try:
