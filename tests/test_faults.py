@@ -223,11 +223,17 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_previous_one_used(damage, tmp
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 1 MB tmpfs: a real full disk (needs the right to mount, as root in a container)."""
+    """A 1 MB tmpfs: a real full disk (needs the right to mount, as root in a container). Where it cannot be
+    mounted the tests skip, unless TUNELAB_REQUIRE_MOUNT=1 (CI, which runs as root) makes that a failure."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True,
+                            text=True)
+    if result.returncode:
+        reason = f"cannot mount a tmpfs here: {result.stderr.strip()}"
+        if os.environ.get("TUNELAB_REQUIRE_MOUNT") == "1":
+            pytest.fail(f"TUNELAB_REQUIRE_MOUNT=1 but {reason}")
+        pytest.skip(reason)
     yield mount
     subprocess.run(["umount", str(mount)], check=True)
 
