@@ -372,23 +372,27 @@ def test_load_steps_run_in_order_once_each(tmp_path):
 # ---------------------------------------------------------------------------- no network, detected once
 
 def test_an_unreachable_hub_switches_the_run_offline_at_once(monkeypatch, capsys):
+    """One connection attempt with the probe's short timeout decides; none is retried."""
     import socket
-    import time
 
     import huggingface_hub.constants
 
-    from tunelab.network import go_offline_unless_hub_reachable
+    from tunelab.network import PROBE_TIMEOUT_S, go_offline_unless_hub_reachable
 
+    attempts, connect = [], socket.create_connection
+    monkeypatch.setattr(socket, "create_connection",
+                        lambda address, timeout: attempts.append((address, timeout)) or connect(address, timeout))
     listening = socket.create_server(("127.0.0.1", 0))
+    hub = ("127.0.0.1", listening.getsockname()[1])
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{listening.getsockname()[1]}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://{hub[0]}:{hub[1]}")
     go_offline_unless_hub_reachable(["org/model"])
     assert huggingface_hub.constants.HF_HUB_OFFLINE is False, "a Hub that answers keeps the run online"
     listening.close()  # nothing listens there now: the connection is refused
-    start = time.monotonic()
     go_offline_unless_hub_reachable(["org/model"])
-    assert time.monotonic() - start < 5 and huggingface_hub.constants.HF_HUB_OFFLINE is True
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is True
+    assert attempts == [(hub, PROBE_TIMEOUT_S)] * 2 and PROBE_TIMEOUT_S <= 5
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert "no network: the Hugging Face Hub does not answer, so org/model" in capsys.readouterr().out
 
