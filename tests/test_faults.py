@@ -100,6 +100,30 @@ def test_a_huge_learning_rate_exits_4_on_one_line_with_no_report(tiny_phi_dir, s
     assert "accuracy" not in result.stdout and not (tmp_path / "phi2_snli" / "report").exists()
 
 
+class InflateLogitsAt(TrainerCallback):
+    """Scales the output layer's weights 1,000-fold when optimizer step `step` begins: the loss jumps, finite."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step + 1 == self.step:
+            with torch.no_grad():
+                model.get_output_embeddings().weight.mul_(1000)
+        return control
+
+
+def test_a_loss_rise_is_warned_about_in_progress_json_and_the_report(tiny_phi_dir, snli_dir, tmp_path, capsys):
+    recipe = parse_recipe(RECIPE, tiny_argv(tiny_phi_dir, snli_dir, tmp_path, "--run_name", "rise"))
+    run_dir = main(recipe, callbacks=[InflateLogitsAt(3)])
+    [warning] = json.loads((run_dir / "progress.json").read_text())["warnings"]
+    assert warning.startswith("the training loss rose from ") and "(step 1) to " in warning
+    assert warning.endswith(": training is probably diverging; lower --learning_rate (now 0.005)")
+    assert f"[tunelab] warning: {warning}" in capsys.readouterr().out
+    assert json.loads((run_dir / "run_info.json").read_text())["warnings"] == [warning]
+    assert f"- WARNING: {warning}" in (run_dir / "report" / "report.md").read_text().split("\n## Training\n")[1]
+
+
 def test_non_finite_probabilities_are_refused_before_anything_is_written(tmp_path):
     with NLIRun(NLIRecipe(output_dir=str(tmp_path), run_name="nli"), []) as run:
         run.rows = {"test": [{"premise": "A.", "hypothesis": "B.", "label": "neutral"}] * 2}
