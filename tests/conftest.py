@@ -60,7 +60,7 @@ def embedded_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def embedded_cache(embedded_model_dir):
-    """The TUNELAB_CACHE holding the session's converted SmolLM2 (CACHE/models/smollm2-135m)."""
+    """The TUNELAB_CACHE holding the converted SmolLM2 (CACHE/models/smollm2-135m)."""
     return embedded_model_dir.parent.parent
 
 

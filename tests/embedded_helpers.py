@@ -1,4 +1,4 @@
-"""The README's main-job command line, run as a user runs it, on the embedded model this test session converted."""
+"""The README's main-job command line, run as a user runs it, on the embedded model the tests converted."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 
 
 def readme_launch(recipe, config, output_dir, cache, *extra, timeout=1200) -> str:
-    """`accelerate launch --config_file accelerate_configs/cpu.yaml RECIPE --config CONFIG`, with the session's
+    """`accelerate launch --config_file accelerate_configs/cpu.yaml RECIPE --config CONFIG`, with the tests'
     embedded-model cache (TUNELAB_CACHE) and `--output_dir`; returns what it printed, after checking it exited 0."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TUNELAB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     command = [ACCELERATE, "launch", "--config_file", "accelerate_configs/cpu.yaml", recipe, "--config", config,
