@@ -59,6 +59,12 @@ def embedded_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def embedded_cache(embedded_model_dir):
+    """The TUNELAB_CACHE holding the converted SmolLM2 (CACHE/models/smollm2-135m)."""
+    return embedded_model_dir.parent.parent
+
+
+@pytest.fixture(scope="session")
 def snli_dir(tmp_path_factory):
     """A small NLI set in SNLI's Hub schema (label -1 rows included); the hypothesis' adverb gives the label away."""
     folder = tmp_path_factory.mktemp("snli")

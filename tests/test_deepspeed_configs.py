@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.utils import DistributedType
 
@@ -195,11 +196,14 @@ def test_launched_zero_stage_reads_what_accelerate_launch_passes(tmp_path):
 
 
 def test_multi_gpu_config_asks_for_the_process_count(tmp_path):
-    script = tmp_path / "noop.py"
-    script.write_text("")
+    """multi_gpu.yaml leaves num_processes open: accelerate refuses to launch without --num_processes."""
+    assert "num_processes" not in yaml.safe_load((CONFIGS / "multi_gpu.yaml").read_text())
+    script, started = tmp_path / "started.py", tmp_path / "started"
+    script.write_text(f"open({str(started)!r}, 'w').close()\n")
     accelerate = Path(sys.executable).parent / "accelerate"
     result = subprocess.run([str(accelerate), "launch", "--config_file", str(CONFIGS / "multi_gpu.yaml"), str(script)],
                             cwd=ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True,
                             timeout=300)
-    assert result.returncode != 0
-    assert "--num_processes" in result.stderr
+    assert result.returncode == 1 and not started.exists(), "nothing launched"
+    assert result.stderr.strip().splitlines()[-1] == \
+        "ValueError: You need to manually pass in `--num_processes` using this config yaml."

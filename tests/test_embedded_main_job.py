@@ -8,41 +8,21 @@ Each job runs once per session; the tests below read what it printed and wrote.
 
 import csv
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
+from embedded_helpers import readme_launch
 from tunelab.nli.config import NLI_LABELS, NLIRecipe
 from tunelab.nli.data import load_nli_split, tokenize_rows
 
-ROOT = Path(__file__).resolve().parents[1]
-ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 # What the README prints for the embedded default (phi2_snli's LoRA r=32 on every projection of SmolLM2-135M).
 TRAINABLE_LINE = "[tunelab] Trainable parameters: 9,768,960 of 144,283,968 (6.7706%), counted by PEFT"
 SHORT_SNLI = ["--train_size", "8", "--validation_size", "4", "--test_size", "6", "--per_device_train_batch_size", "4",
               "--max_steps", "2", "--logging_steps", "1"]
 SHORT_CHAT = ["--max_steps", "2", "--save_steps", "2", "--logging_steps", "1", "--eval_size", "4",
               "--max_new_tokens", "4", "--eval_prompts", "What is the capital of Sweden?"]
-
-
-def readme_launch(recipe, config, output_dir, cache, *extra):
-    """The README's command line, run as a user would, with the embedded model's cache of this session."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TUNELAB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    command = [ACCELERATE, "launch", "--config_file", "accelerate_configs/cpu.yaml", recipe, "--config", config,
-               "--output_dir", str(output_dir), *extra]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
-
-
-@pytest.fixture(scope="session")
-def embedded_cache(embedded_model_dir):
-    return embedded_model_dir.parent.parent  # TUNELAB_CACHE/models/smollm2-135m
 
 
 @pytest.fixture(scope="session")

@@ -7,14 +7,19 @@ tests/conftest.py, except prepare-embedded, which uses the session's converted S
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from tunelab.config import parse_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNELAB = str(Path(sys.executable).parent / "tunelab")
+RECIPE = runpy.run_path(str(ROOT / "recipes" / "phi2_snli.py"))["RECIPE"]
 
 
 def command(*args, **env):
@@ -111,11 +116,20 @@ def test_tunelab_launch_refuses_a_gpu_profile_without_a_gpu(tmp_path):
 
 
 def test_train_sh_picks_the_profile_and_passes_every_setting(tiny_phi_dir, snli_dir, tmp_path):
-    result = command("bash", "launch/train.sh", "recipes/phi2_snli.py", "--profile", "auto",
-                     *tiny(tiny_phi_dir, snli_dir, tmp_path, "--stages", "baseline", "--run_name", "sh"))
+    settings = tiny(tiny_phi_dir, snli_dir, tmp_path, "--stages", "baseline", "--run_name", "sh", "--seed", "3",
+                    "--learning_rate", "7e-3", "--label_smoothing", "0.1")
+    result = command("bash", "launch/train.sh", "recipes/phi2_snli.py", "--profile", "auto", *settings)
     stdout = succeeded(result)
     assert "accelerate launch --config_file" in stdout and "--profile cpu" in stdout, "auto -> cpu: no GPU here"
-    assert (tmp_path / "sh" / "eval" / "test" / "baseline" / "predictions.csv").is_file()
+    run_dir = tmp_path / "sh"
+    assert (run_dir / "eval" / "test" / "baseline" / "predictions.csv").is_file()
+    assert not (run_dir / "eval" / "test" / "finetuned").exists() and not (run_dir / "adapter").exists(), \
+        "--stages baseline: nothing trained"
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())  # every setting but run control (stages)
+    given = parse_recipe(RECIPE, settings)
+    names = [word[2:] for word in settings if word.startswith("--") and word != "--stages"]
+    assert {name: saved[name] for name in names} == {name: getattr(given, name) for name in names}
+    assert saved["profile"] == "cpu" and given.seed != RECIPE.seed and given.learning_rate != RECIPE.learning_rate
 
 
 def test_prepare_embedded_prints_the_converted_folder(embedded_model_dir):

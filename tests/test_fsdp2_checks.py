@@ -58,11 +58,21 @@ def test_impossible_fsdp_settings_stop_with_one_line(environ, settings, message)
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("environ", [{}, FSDP2, {**FSDP2, "FSDP_ACTIVATION_CHECKPOINTING": "true"}])
-def test_possible_settings_pass(environ):
-    check_fsdp_settings(NLIRecipe(optim="adamw_torch", gradient_checkpointing=False), environ)
-    if not environ:
-        check_fsdp_settings(NLIRecipe(optim="paged_adamw_8bit"), environ)  # bitsandbytes is fine without FSDP
+@pytest.mark.parametrize("environ, possible, refused", [
+    ({}, {"optim": "paged_adamw_8bit", "gradient_checkpointing": True}, None),  # without FSDP anything goes
+    (FSDP2, {"optim": "adamw_torch", "gradient_checkpointing": True}, {"optim": "paged_adamw_8bit"}),
+    ({**FSDP2, "FSDP_ACTIVATION_CHECKPOINTING": "true"}, {"optim": "adamw_torch", "gradient_checkpointing": False},
+     {"gradient_checkpointing": True}),
+])
+def test_possible_settings_pass_and_their_impossible_neighbour_does_not(environ, possible, refused):
+    """Each launch accepts its possible settings, and refuses them with one setting changed: the check reads
+    that launch's environment rather than passing everything."""
+    assert check_fsdp_settings(NLIRecipe(**possible), environ) is None
+    if refused is None:
+        assert launched_fsdp_version(environ) is None
+    else:
+        with pytest.raises(TunelabError):
+            check_fsdp_settings(NLIRecipe(**{**possible, **refused}), environ)
 
 
 def test_4bit_weights_are_stored_in_the_compute_dtype_under_fsdp2(monkeypatch):

@@ -145,9 +145,9 @@ def test_sweep_of_two_tiny_runs_resumes_after_an_interruption_and_reports(tiny_p
     assert write_sweep_report(sweep_dir) == sweep_dir / "report" / "report.md"  # `tunelab sweep-report` rebuilds it
 
 
-def test_best_setting_is_chosen_on_validation_not_test(tmp_path):
-    """Two settings: the one with the better validation accuracy wins though its test accuracy is worse."""
-    sweep_dir = tmp_path / "sweep"
+def finished_fake_sweep(sweep_dir: Path) -> Path:
+    """A 2 x 2 sweep's folder with each run's results written (no training): learning rate 1e-4 is better on
+    validation, 2e-4 on test."""
     record_sweep(plan_sweep(RECIPE, ["--seed", "1,2", "--learning_rate", "1e-4,2e-4"], sweep_dir), sweep_dir)
     figures = {"1e-4": (0.9, 0.5), "2e-4": (0.6, 0.95)}  # learning rate -> (validation, test) accuracy
     for run in json.loads((sweep_dir / "sweep.json").read_text())["runs"]:
@@ -163,6 +163,33 @@ def test_best_setting_is_chosen_on_validation_not_test(tmp_path):
         (folder / RUN_MARKER).write_text("{}")
         (folder / "report").mkdir()
         (folder / "report" / "report.md").write_text("# report")
+    return sweep_dir
+
+
+def test_sweep_report_command_rebuilds_the_report(tmp_path):
+    """`tunelab sweep-report SWEEP_DIR`, as a user runs it: the report and results, its path printed; a folder
+    that holds no sweep is one error line."""
+    sweep_dir = finished_fake_sweep(tmp_path / "sweep")
+    tunelab = str(Path(sys.executable).parent / "tunelab")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([tunelab, "sweep-report", str(sweep_dir)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout == f"{sweep_dir / 'report' / 'report.md'}\n", done.stderr[-2000:]
+    assert json.loads((sweep_dir / "sweep_results.json").read_text())["best"] == "learning_rate-1e-4"
+    report = (sweep_dir / "report" / "report.md").read_text()
+    assert "## Chosen setting (by validation, never test)\n\nlearning_rate-1e-4: mean validation" in report
+    assert {p.name for p in (sweep_dir / "report").iterdir()} >= {"report.md", "report.html", "report.pdf", "sweep.png"}
+    missing = subprocess.run([tunelab, "sweep-report", str(tmp_path)], env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert missing.returncode == 2 and missing.stdout == "" and [
+        line for line in missing.stderr.splitlines() if line.startswith("tunelab: error:")] == [
+        f"tunelab: error: {tmp_path / 'sweep.json'} not found: give the folder `tunelab sweep` wrote (it holds "
+        "sweep.json)"]
+
+
+def test_best_setting_is_chosen_on_validation_not_test(tmp_path):
+    """Two settings: the one with the better validation accuracy wins though its test accuracy is worse."""
+    sweep_dir = finished_fake_sweep(tmp_path / "sweep")
     write_sweep_report(sweep_dir)
     results = json.loads((sweep_dir / "sweep_results.json").read_text())
     assert results["best"] == "learning_rate-1e-4"

@@ -209,3 +209,18 @@ def test_classifier_head_run_scores_a_zero_shot_baseline_and_its_saved_head(tiny
                               "classifier")
     saved = np.array([[float(r[f"p_{name}"]) for name in ("entailment", "neutral", "contradiction")] for r in rows])
     np.testing.assert_allclose(logits.softmax(-1).numpy(), saved, atol=2e-4)
+
+
+def test_shipped_embedded_config_adds_the_starter_rows_to_other_data_and_says_so(tiny_llama_dir, snli_dir, tmp_path,
+                                                                                 capsys):
+    """recipes/embedded_snli.yaml's `extra_train_dataset: starter`: with another --dataset, training gets that
+    dataset's 60 train rows and the starter set's 480, and the run says where they came from."""
+    argv = ["--config", str(ROOT / "recipes" / "embedded_snli.yaml"), "--model_name_or_path", str(tiny_llama_dir),
+            "--dataset", str(snli_dir), "--output_dir", str(tmp_path), "--stages", "train", "--max_steps", "1",
+            "--precision", "fp32"]
+    recipe = parse_recipe(RECIPE, argv)
+    assert recipe.extra_train_dataset == "starter"
+    run_dir = main(recipe)
+    assert f"[tunelab] train: 60 rows of {snli_dir} and 480 of starter (extra_train_dataset)\n" in \
+        capsys.readouterr().out
+    assert json.loads((run_dir / "progress.json").read_text())["train_rows"] == 60 + 480

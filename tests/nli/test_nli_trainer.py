@@ -80,16 +80,23 @@ def test_loss_falls_and_accuracy_rises(model_fixture, request, tmp_path):
 
 
 def test_neftune_noise_reaches_training_not_evaluation(tiny_phi_dir, tmp_path):
-    """--neftune_noise_alpha goes to transformers' NEFTune: noisy embeddings while training, none when scoring."""
+    """--neftune_noise_alpha goes to transformers' NEFTune: noisy embeddings while training; the fine-tuned
+    model is then scored without noise (two scorings of the same rows agree to the last digit)."""
     settings = dict(num_train_epochs=1, lora_target_modules=["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"])
+    recipes = {name: tiny_recipe(tiny_phi_dir, tmp_path, run_name=name, neftune_noise_alpha=alpha, **settings)
+               for name, alpha in (("plain", None), ("noisy", 5.0))}
     runs = {}
-    for name, alpha in (("plain", None), ("noisy", 5.0)):
+    for name, recipe in recipes.items():
         set_seed(0)  # the same LoRA initialisation: the noise is the only difference
-        runs[name] = train_and_score(tiny_recipe(tiny_phi_dir, tmp_path, run_name=name, neftune_noise_alpha=alpha,
-                                                 **settings))
+        runs[name] = train_and_score(recipe)
     plain, noisy = runs["plain"], runs["noisy"]
-    assert noisy[3] == plain[3], "the same model scores the test rows the same before training"
     assert noisy[2][0] != plain[2][0], "the first logged training losses differ: the noise was there"
+    trainer, tokenizer = noisy[5], load_tokenizer(recipes["noisy"])
+    reserve = max(map(len, label_token_ids(tokenizer, recipes["noisy"].label_words, recipes["noisy"].label_scoring)))
+    test, _ = tokenize_rows(separable_rows(48, seed=2), tokenizer, recipes["noisy"].max_length, reserve)
+    again = trainer.predict(test)
+    assert again.metrics["test_loss"] == noisy[4], "scored after training as at the end of training: no noise"
+    assert np.array_equal(again.predictions, trainer.predict(test).predictions)
 
 
 def test_dora_learns_magnitudes_beside_the_lora_matrices(tiny_phi_dir, tmp_path):

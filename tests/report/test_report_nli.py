@@ -216,6 +216,15 @@ def test_report_states_intervals_significance_and_calibration(report: Path):
     assert not (report.parent.parent / "eval" / "test" / "statistics.json").exists()  # the report writes report/ only
 
 
+def test_a_gain_within_noise_says_how_many_rows_would_resolve_it(report: Path):
+    """6 rows corrected and 1 regressed of 12: McNemar p = 0.125. Connor's approximation by hand, 5% two-sided and
+    80% power: (1.96 sqrt(7/12) + 0.8416 sqrt(7/12 - (5/12)^2))^2 / (5/12)^2 = 23.9, so about 24 rows."""
+    assert expected_counts() == {"corrected": 6, "uncorrected": 1, "regressed": 1}
+    headline = next(line for line in report.read_text(encoding="utf-8").splitlines() if line.startswith("- test: "))
+    assert headline.endswith("; the gain is within noise for 12 rows (6 rows corrected, 1 regressed; McNemar "
+                             "p = 0.125); about 24 rows would resolve a gain of this size.")
+
+
 def test_temperature_scaling_from_validation_predictions(tmp_path: Path):
     run = make_run(tmp_path)
     for name, predicted in (("baseline", BASELINE), ("finetuned", FINETUNED)):
