@@ -23,8 +23,9 @@ from pathlib import Path
 
 import yaml
 
-from tunelab.console import quiet_third_party
+from tunelab.console import quiet_third_party, say
 from tunelab.errors import TunelabError, exit_on_error
+from tunelab.methods import ignored_lora_settings, method_problems
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 STAGES = ("baseline", "train", "evaluate", "report")
@@ -78,6 +79,13 @@ class Recipe:
     gradient_checkpointing: bool = field(default=False, metadata={
         "group": "model", "help": "recompute activations in the backward pass: less memory, slower steps"})
 
+    # Method
+    method: str = field(default="lora", metadata={
+        "group": "method", "help": "what trains (tunelab.methods): lora (adapters; QLoRA with load_in_4bit), full "
+                                   "(every weight) or freeze (the last freeze_trainable_layers layers and the head)"})
+    freeze_trainable_layers: int = field(default=2, metadata={
+        "group": "method", "help": "method freeze: how many of the last decoder layers train"})
+
     # LoRA
     lora_r: int = field(default=16, metadata={"group": "LoRA", "help": "rank of the LoRA matrices"})
     lora_alpha: int = field(default=32, metadata={"group": "LoRA", "help": "LoRA scaling: updates scale by alpha / r"})
@@ -85,7 +93,9 @@ class Recipe:
     lora_bias: str = field(default="none", metadata={
         "group": "LoRA", "help": "which biases train: none, all or lora_only (PEFT)"})
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-                                           metadata={"group": "LoRA", "help": "the modules that get LoRA adapters"})
+                                           metadata={"group": "LoRA", "help": "the modules that get LoRA adapters "
+                                                                              "(all-linear: every linear layer but "
+                                                                              "the output head)"})
     use_dora: bool = field(default=False, metadata={
         "group": "LoRA", "help": "DoRA (PEFT): learn each weight's magnitude apart from its LoRA direction"})
 
@@ -166,7 +176,7 @@ class Recipe:
             (self.neftune_noise_alpha is None or self.neftune_noise_alpha > 0,
              f"neftune_noise_alpha must be > 0 (or none), not {self.neftune_noise_alpha}"),
         ]
-        return failed(checks)
+        return failed(checks) + method_problems(self)
 
 
 def failed(checks: list[tuple[object, str]]) -> list[str]:
@@ -213,6 +223,10 @@ def parse_recipe(defaults: Recipe, argv: list[str]) -> Recipe:
         problems += error.problems
     if problems:
         raise SettingsError(problems)
+    ignored = ignored_lora_settings(recipe.method, set(values))
+    if ignored:
+        say(f"warning: method {recipe.method} trains no LoRA adapters, so {', '.join(ignored)} "
+            f"{'is' if len(ignored) == 1 else 'are'} ignored", stream=sys.stderr)
     if recipe.profile != "none":
         from tunelab.profiles import resolve_profile
 
@@ -220,7 +234,7 @@ def parse_recipe(defaults: Recipe, argv: list[str]) -> Recipe:
     return recipe
 
 
-GROUPS = ("model", "LoRA", "data", "optimisation", "run")
+GROUPS = ("model", "method", "LoRA", "data", "optimisation", "run")
 
 
 def settings_help(recipe: Recipe) -> str:

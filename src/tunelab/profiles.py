@@ -61,6 +61,10 @@ PROFILES = {p.name: p for p in (
 )}
 
 
+# How each GPU profile's accelerate config spreads a run (tunelab.launch.plan's strategies); others: DDP.
+STRATEGY_OF_CONFIG = {"zero2.yaml": "ZeRO-2", "zero3.yaml": "ZeRO-3", "fsdp2.yaml": "FSDP2"}
+
+
 @dataclass(frozen=True)
 class Gpu:
     name: str
@@ -167,3 +171,24 @@ def resolve_profile(recipe, explicit: set[str], gpus: list[Gpu] | None = None):
     check_hardware(profile, gpus)
     world_size = int(os.environ.get("WORLD_SIZE", process_count(profile, gpus)))
     return dataclasses.replace(apply_profile(recipe, profile, world_size, explicit), profile=profile.name)
+
+
+def check_method_fits_profile(recipe, world_size: int) -> None:
+    """Refuse, before the model loads, full or freeze fine-tuning under a GPU profile whose GPUs cannot hold
+    it by `tunelab plan`'s estimate for that profile's way of spreading the run over `world_size` GPUs."""
+    profile = PROFILES.get(recipe.profile)
+    if recipe.method == "lora" or profile is None or not profile.needs_gpu:
+        return
+    from tunelab.launch.plan import estimate_memory
+
+    memory = estimate_memory(recipe)
+    if memory is None:  # no config for the model offline: nothing to estimate from
+        return
+    strategy = STRATEGY_OF_CONFIG.get(profile.accelerate_config, "DDP")
+    by_count = memory["per_gpu_by_strategy"][strategy]
+    needed = by_count[max(n for n in by_count if n <= max(world_size, 1))]
+    if needed > profile.gpu_memory_gib:
+        raise TunelabError(f"method {recipe.method} needs about {needed:.0f} GiB per GPU under profile {profile.name} "
+                           f"({strategy}, {world_size} GPU(s); tunelab plan's estimate), more than its "
+                           f"{profile.gpu_memory_gib:g} GiB: use --method lora, more GPUs with --profile zero3 or "
+                           "fsdp2, or a larger GPU")

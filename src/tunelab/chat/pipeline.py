@@ -42,7 +42,7 @@ from tunelab.chat.format import labels_from_masks, prepare_chat_tokenizer, token
 from tunelab.console import say
 from tunelab.errors import TrainingDiverged, TunelabError
 from tunelab.launch.fsdp import FSDPOnCPU, is_sharded_by_fsdp
-from tunelab.models import load_model, load_tokenizer
+from tunelab.models import load_model, load_tokenizer, pretrained_weights
 from tunelab.pipeline import (
     MODELS,
     PipelineRun,
@@ -77,7 +77,7 @@ def evaluate_baseline(run: ChatRun) -> None:
         say("Baseline already evaluated: reusing it")
         return
     run.load("model")
-    with run.watch.phase("baseline_eval"), run.model.disable_adapter():
+    with run.watch.phase("baseline_eval"), pretrained_weights(run.model):  # the baseline stage runs before train
         run.evaluate("baseline")
     run.save_progress()
 
@@ -156,7 +156,7 @@ class ChatRun(PipelineRun):
     def load_model(self) -> None:
         tokenizer = self.tokenizer  # loaded first: a pad token it adds grows the embeddings
         with self.watch.phase("load"):
-            model = load_model(self.recipe, vocab_size=len(tokenizer))
+            model = load_model(self.model_recipe, vocab_size=len(tokenizer))
         model.config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = stop_ids(self.chat_info, tokenizer)

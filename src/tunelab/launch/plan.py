@@ -12,8 +12,8 @@ import math
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
-from transformers.pytorch_utils import Conv1D
 
+from tunelab.methods import trained_parameters, training_state_bytes, weight_bytes
 from tunelab.models import compute_dtype
 from tunelab.nli.config import NLIRecipe
 
@@ -36,6 +36,7 @@ def build_plan(recipe: NLIRecipe, world_size: int = 1, train_rows: int | None = 
         "precision": str(compute_dtype(recipe.precision)).removeprefix("torch."),
         "gradient_checkpointing": recipe.gradient_checkpointing,
         "load_in_4bit": recipe.load_in_4bit,
+        "method": recipe.method,
         "train_rows": train_rows,
         "optimizer_steps": optimizer_steps(recipe, train_rows, world_size),
     }
@@ -61,14 +62,15 @@ def estimate_memory(recipe: NLIRecipe) -> dict | None:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     dtype_bytes = torch.finfo(compute_dtype(recipe.precision)).bits / 8
+    base_bytes = weight_bytes(recipe.method, compute_dtype(recipe.precision))  # fp32 for full and freeze
     embeddings = {id(p): p.numel() for m in (model.get_input_embeddings(), model.get_output_embeddings())
                   for p in m.parameters()}
     total = sum(p.numel() for p in model.parameters())
     embedding_total = sum(embeddings.values())
-    weight_bytes_per_param = 0.5625 if recipe.load_in_4bit else dtype_bytes  # nf4 + double-quantized scales
-    weights = (total - embedding_total) * weight_bytes_per_param + embedding_total * dtype_bytes
-    lora = _lora_parameters(model, recipe.lora_target_modules, recipe.lora_r)
-    training_state = lora * 16  # fp32 weights, gradients and two Adam moments
+    weight_bytes_per_param = 0.5625 if recipe.load_in_4bit else base_bytes  # nf4 + double-quantized scales
+    weights = (total - embedding_total) * weight_bytes_per_param + embedding_total * base_bytes
+    lora = trained_parameters(model, recipe)  # the LoRA matrices, or the weights full or freeze trains
+    training_state = training_state_bytes(recipe.method, lora)
     hidden, layers = config.get_text_config().hidden_size, config.get_text_config().num_hidden_layers
     tokens = recipe.per_device_train_batch_size * min(TYPICAL_TOKENS, recipe.max_length)
     per_token_per_layer = 2 if recipe.gradient_checkpointing else 34  # bytes per hidden unit (Korthikanti et al.)
@@ -76,7 +78,7 @@ def estimate_memory(recipe: NLIRecipe) -> dict | None:
     # A sharded run gathers one unit's full weights at a time (a decoder layer, or the embeddings), and
     # fetches the next while it computes: two units' worth on top of the shards.
     largest_unit = max((total - embedding_total) / layers * weight_bytes_per_param,
-                       max(embeddings.values()) * dtype_bytes)
+                       max(embeddings.values()) * base_bytes)
     peak = weights + training_state + activations
     return {
         "parameters": total,
@@ -87,40 +89,29 @@ def estimate_memory(recipe: NLIRecipe) -> dict | None:
         "peak_gib": peak / 2**30,
         "memory_class": _memory_class(peak),
         "per_gpu_by_strategy": {
-            name: {gpus: per_gpu_memory(name, gpus, weights, lora, activations, largest_unit) / 2**30
+            name: {gpus: per_gpu_memory(name, gpus, weights, lora, activations, largest_unit, recipe.method) / 2**30
                    for gpus in GPU_COUNTS}
             for name in STRATEGIES},
     }
 
 
 def per_gpu_memory(strategy: str, gpus: int, weights: float, lora: int, activations: float,
-                   largest_unit: float) -> float:
-    """Bytes per GPU with `gpus` GPUs. DDP: a full replica each. ZeRO-2: full weights, LoRA gradients and
-    Adam moments sharded. ZeRO-3 and FSDP2: everything sharded, plus two gathered units (the same estimate:
-    they differ in communication, not in what each GPU holds)."""
+                   largest_unit: float, method: str = "lora") -> float:
+    """Bytes per GPU with `gpus` GPUs, `lora` the trained parameters. DDP: a full replica each. ZeRO-2: full
+    weights, the trained gradients and Adam moments sharded. ZeRO-3 and FSDP2: everything sharded, plus two
+    gathered units (the same estimate: they differ in communication, not in what each GPU holds)."""
+    state = training_state_bytes(method, lora)
     if strategy == "DDP":
-        return weights + 16 * lora + activations
+        return weights + state + activations
     if strategy == "ZeRO-2":
-        return weights + 4 * lora + 12 * lora / gpus + activations
+        return weights + (state - 12 * lora) + 12 * lora / gpus + activations
     gathered = 2 * largest_unit if gpus > 1 else 0
-    return weights / gpus + 16 * lora / gpus + activations + gathered
+    return weights / gpus + state / gpus + activations + gathered
 
 
 def _memory_class(peak_bytes: float) -> str:
     return next((f"fits {c} GiB" for c in MEMORY_CLASSES_GIB if peak_bytes / 2**30 < 0.9 * c),
                 f"more than {MEMORY_CLASSES_GIB[-1]} GiB")
-
-
-def _lora_parameters(model: torch.nn.Module, targets: list[str], rank: int) -> int:
-    count = 0
-    for name, module in model.named_modules():
-        if name.rsplit(".", 1)[-1] not in targets:
-            continue
-        if isinstance(module, torch.nn.Linear):
-            count += rank * (module.in_features + module.out_features)
-        elif isinstance(module, Conv1D):
-            count += rank * sum(module.weight.shape)
-    return count
 
 
 def _model_config(name_or_path: str):
@@ -144,7 +135,7 @@ def format_plan(plan: dict) -> str:
         f"  training rows: {rows if rows is not None else 'unknown until the data loads'}; "
         f"optimizer steps: {steps if steps is not None else 'unknown'}",
         f"  precision {plan['precision']}, 4-bit weights {'on' if plan['load_in_4bit'] else 'off'}, "
-        f"gradient checkpointing {'on' if plan['gradient_checkpointing'] else 'off'}",
+        f"gradient checkpointing {'on' if plan['gradient_checkpointing'] else 'off'}, method {plan['method']}",
     ]
     memory = plan["memory"]
     if memory is None:
@@ -152,9 +143,9 @@ def format_plan(plan: dict) -> str:
     else:
         lines.append(
             f"  expected peak memory per device ≈ {memory['peak_gib']:.1f} GiB ({memory['memory_class']}): "
-            f"weights {memory['weights_gib']:.1f}, LoRA training state {memory['training_state_gib']:.2f}, "
+            f"weights {memory['weights_gib']:.1f}, training state {memory['training_state_gib']:.2f}, "
             f"activations {memory['activations_gib']:.1f} at {TYPICAL_TOKENS} tokens per example; "
-            f"{memory['parameters']:,} parameters, {memory['lora_parameters']:,} in LoRA")
+            f"{memory['parameters']:,} parameters, {memory['lora_parameters']:,} trained")
         lines.append(f"  per-GPU memory (GiB) on {' / '.join(map(str, GPU_COUNTS))} GPUs:")
         for name, by_count in memory["per_gpu_by_strategy"].items():
             lines.append(f"    {name:<7} " + " / ".join(f"{gib:.1f}" for gib in by_count.values()))

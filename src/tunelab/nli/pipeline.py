@@ -35,7 +35,7 @@ from transformers import TrainerCallback
 from tunelab.console import say
 from tunelab.errors import TrainingDiverged, TunelabError
 from tunelab.metrics import classification_metrics
-from tunelab.models import adapter_merged, load_model, load_tokenizer
+from tunelab.models import adapter_merged, load_model, load_tokenizer, pretrained_weights
 from tunelab.nli.config import NLI_LABELS, NLIRecipe
 from tunelab.nli.data import (
     STARTER_SETS,
@@ -116,7 +116,8 @@ def evaluate_baseline(run: NLIRun) -> None:
 
 
 def evaluate_finetuned(run: NLIRun) -> None:
-    """Score the fine-tuned adapter on every test split (merged into the weights unless they are 4-bit: faster)."""
+    """Score the fine-tuned model on every test split (a LoRA adapter merged into the weights unless they are
+    4-bit: faster)."""
     run.load_saved_adapter()
     run.load("trainer")
     with adapter_merged(run.model):
@@ -187,7 +188,7 @@ class NLIRun(PipelineRun):
         self.training_args = training_arguments(self.recipe, str(self.dir / "checkpoints"),
                                                 on_cpu=not torch.cuda.is_available())
         with self.watch.phase("load"):
-            self.model = load_model(self.recipe, num_labels=len(NLI_LABELS) if self.classifier else None)
+            self.model = load_model(self.model_recipe, num_labels=len(NLI_LABELS) if self.classifier else None)
         say_parameter_counts(self.model)
 
     def load_trainer(self) -> None:
@@ -217,15 +218,16 @@ class NLIRun(PipelineRun):
     @contextlib.contextmanager
     def baseline_trainer(self) -> Iterator[NLITrainer]:
         """What scores the pretrained model: the run's own trainer with LoRA disabled; for a classifier head,
-        which has no pretrained meaning, the base language model scoring the label words zero-shot."""
+        which has no pretrained meaning, or a model trained in full or freeze (it has no pretrained weights
+        left after training), the pretrained language model scoring the label words zero-shot."""
         self.load("trainer")
-        if not self.classifier:
+        if not self.classifier and self.recipe.method == "lora":
             with self.model.disable_adapter():
                 yield self.trainer
             return
         with self.watch.phase("load"):
             language_model = load_model(self.recipe)
-        with language_model.disable_adapter():
+        with pretrained_weights(language_model):
             yield NLITrainer(model=language_model, args=self.training_args, eval_dataset=self.trainer.eval_dataset,
                              data_collator=NLICollator(self.tokenizer.pad_token_id, self.label_ids,
                                                        self.recipe.label_scoring),
