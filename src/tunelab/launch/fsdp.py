@@ -95,3 +95,15 @@ def save_trained_adapter(trainer, folder: str) -> None:
                   for name, p in model.named_parameters() if p.requires_grad or whole}
     if trainer.args.should_save:
         model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
+
+
+def prepare_for_prediction(trainer) -> None:
+    """Under FSDP2, shard a trainer's model that only predicts (a second model beside the trained one):
+    accelerate prepares an FSDP2 model only together with an optimizer, so one that never steps goes with it."""
+    import torch
+
+    if launched_fsdp_version() != 2:
+        return
+    never_steps = torch.optim.SGD(list(trainer.model.parameters()), lr=0.0)
+    trainer.model, _ = trainer.accelerator.prepare(trainer.model, never_steps)
+    trainer.model_wrapped = trainer.model

@@ -34,6 +34,7 @@ from transformers import TrainerCallback
 
 from tunelab.console import say
 from tunelab.errors import TrainingDiverged, TunelabError
+from tunelab.launch.fsdp import prepare_for_prediction
 from tunelab.metrics import classification_metrics
 from tunelab.models import adapter_merged, load_model, load_tokenizer, pretrained_weights
 from tunelab.nli.config import NLI_LABELS, NLIRecipe
@@ -227,12 +228,14 @@ class NLIRun(PipelineRun):
             return
         with self.watch.phase("load"):
             language_model = load_model(self.recipe)
-        with pretrained_weights(language_model):
-            yield NLITrainer(model=language_model, args=self.training_args, eval_dataset=self.trainer.eval_dataset,
+        trainer = NLITrainer(model=language_model, args=self.training_args, eval_dataset=self.trainer.eval_dataset,
                              data_collator=NLICollator(self.tokenizer.pad_token_id, self.label_ids,
                                                        self.recipe.label_scoring),
                              label_ids=self.label_ids, scoring=self.recipe.label_scoring)
-        del language_model
+        prepare_for_prediction(trainer)
+        with pretrained_weights(trainer.model):
+            yield trainer
+        del language_model, trainer
 
     def tokenized(self, split: str):
         if split not in self._tokenized:

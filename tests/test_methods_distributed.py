@@ -1,0 +1,43 @@
+"""Full and freeze fine-tuning of the NLI recipe on two CPU processes under each way of spreading a run:
+DDP (cpu_ddp.yaml), DeepSpeed ZeRO-2 and ZeRO-3, and FSDP2, each under `accelerate launch` (the launcher
+and rank records of tests/test_fsdp2.py), one epoch of 3 optimizer steps.
+
+Each run's model/ folder, gathered from the shards where the weights were sharded, must load with
+transformers alone and predict what the run's own evaluation predicted; under freeze, the frozen
+weights must come back exactly as pretrained.
+"""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from test_fsdp2 import launch, nli_args, rank_records
+from test_methods import probabilities, saved_probabilities
+from tunelab.methods import trained_by_freeze
+
+
+@pytest.mark.parametrize("config, method", [
+    pytest.param("cpu_ddp.yaml", "full", id="ddp-full"),
+    pytest.param("cpu_ddp.yaml", "freeze", id="ddp-freeze"),
+    pytest.param("zero2.yaml", "full", id="zero2-full"),
+    pytest.param("zero3.yaml", "full", id="zero3-full"),
+    pytest.param("zero3.yaml", "freeze", id="zero3-freeze"),
+    pytest.param("fsdp2.yaml", "full", id="fsdp2-full"),
+    pytest.param("fsdp2.yaml", "freeze", id="fsdp2-freeze"),
+])
+def test_method_on_two_processes(config, method, tiny_phi_dir, snli_dir, tmp_path):
+    args = nli_args(tiny_phi_dir, snli_dir, tmp_path / "runs", "--load_in_4bit", "false", "--method", method,
+                    "--freeze_trainable_layers", "1", "--num_train_epochs", "1", "--learning_rate", "1e-3")
+    launch("nli", "phi2_snli.py", args, tmp_path, config=config)
+    run_dir = tmp_path / "runs" / "phi2_snli"
+    if config == "fsdp2.yaml":
+        records = rank_records(tmp_path)  # sharded, and both ranks trained the same weights
+        assert all(r["global_step"] == 3 for r in records)
+    assert (run_dir / "run_info.json").is_file() and not (run_dir / "adapter").exists()
+
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "model")
+    pretrained = AutoModelForCausalLM.from_pretrained(tiny_phi_dir)
+    trained = trained_by_freeze(pretrained, 1) if method == "freeze" else {n for n, _ in pretrained.named_parameters()}
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, pretrained.get_parameter(name))}
+    assert changed == trained
+    assert torch.allclose(probabilities(model, run_dir), saved_probabilities(run_dir), atol=2e-4)
