@@ -4,7 +4,7 @@ and rank records of tests/test_fsdp2.py), one epoch of 3 optimizer steps.
 
 Each run's model/ folder, gathered from the shards where the weights were sharded, must load with
 transformers alone and predict what the run's own evaluation predicted; under freeze, the frozen
-weights must come back exactly as pretrained.
+weights must come back exactly as pretrained; the baseline must be the pretrained model's.
 """
 
 import pytest
@@ -41,3 +41,5 @@ def test_method_on_two_processes(config, method, tiny_phi_dir, snli_dir, tmp_pat
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, pretrained.get_parameter(name))}
     assert changed == trained
     assert torch.allclose(probabilities(model, run_dir), saved_probabilities(run_dir), atol=2e-4)
+    # the baseline scored the pretrained weights (under DeepSpeed put into the trained model for the while)
+    assert torch.allclose(probabilities(pretrained, run_dir), saved_probabilities(run_dir, "baseline"), atol=2e-4)

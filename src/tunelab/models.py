@@ -18,6 +18,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
 from transformers.integrations import is_deepspeed_zero3_enabled
+from safetensors.torch import load_file
 from transformers.pytorch_utils import Conv1D
 
 from tunelab.config import Recipe
@@ -277,6 +278,49 @@ def pretrained_weights(model) -> Iterator[None]:
             yield
     else:
         yield
+
+
+@contextlib.contextmanager
+def pretrained_weights_in_place(model, pretrained: str, trained: str) -> Iterator[None]:
+    """Inside the block a trained full or freeze model's own parameters hold the pretrained weights (of the model
+    folder or Hub id `pretrained`); after it, the trained ones saved in the folder `trained`. For DeepSpeed,
+    which cannot prepare a second model beside the trained one in the same process."""
+    load_weights_in_place(model, pretrained_folder(pretrained))
+    try:
+        yield
+    finally:
+        load_weights_in_place(model, Path(trained))
+
+
+def pretrained_folder(name_or_path: str) -> Path:
+    """The local folder of a model folder or Hub id (the Hub cache, which loading the model filled)."""
+    path = resolve_model_path(name_or_path)
+    if Path(path).is_dir():
+        return Path(path)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(path, allow_patterns=["*.safetensors", "*.json"]))
+
+
+def load_weights_in_place(model, folder: Path) -> None:
+    """Copy a model folder's safetensors weights into `model`'s parameters; under DeepSpeed ZeRO-3 each is
+    gathered, set (every process reads the files) and partitioned again."""
+    weights = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        weights.update(load_file(str(file)))
+    parameters = dict(model.named_parameters())
+    missing = sorted(set(parameters) - set(weights))
+    if missing:
+        raise TunelabError(f"{folder} lacks weights of the model ({', '.join(missing[:3])}...): it is not the "
+                           "model this run trains")
+    gathered = contextlib.nullcontext()
+    if is_deepspeed_zero3_enabled():
+        import deepspeed
+
+        gathered = deepspeed.zero.GatheredParameters(list(parameters.values()), modifier_rank=0)
+    with gathered, torch.no_grad():
+        for name, parameter in parameters.items():
+            parameter.copy_(weights[name].to(parameter.dtype))
 
 
 def parameter_counts(model) -> dict:

@@ -36,7 +36,14 @@ from tunelab.console import say
 from tunelab.errors import TrainingDiverged, TunelabError
 from tunelab.launch.fsdp import prepare_for_prediction
 from tunelab.metrics import classification_metrics
-from tunelab.models import adapter_merged, load_model, load_tokenizer, pretrained_weights
+from tunelab.launch.deepspeed_check import launched_with_deepspeed
+from tunelab.models import (
+    adapter_merged,
+    load_model,
+    load_tokenizer,
+    pretrained_weights,
+    pretrained_weights_in_place,
+)
 from tunelab.nli.config import NLI_LABELS, NLIRecipe
 from tunelab.nli.data import (
     STARTER_SETS,
@@ -218,12 +225,17 @@ class NLIRun(PipelineRun):
 
     @contextlib.contextmanager
     def baseline_trainer(self) -> Iterator[NLITrainer]:
-        """What scores the pretrained model: the run's own trainer with LoRA disabled; for a classifier head,
-        which has no pretrained meaning, or a model trained in full or freeze (it has no pretrained weights
-        left after training), the pretrained language model scoring the label words zero-shot."""
+        """What scores the pretrained model: the run's own trainer with LoRA disabled (or, for full and freeze,
+        before the model trained in this process; after it, under DeepSpeed, with the pretrained weights put back
+        for the while); for a classifier head, which has no pretrained meaning, and for full and freeze otherwise,
+        the pretrained language model, loaded beside the trained one, scoring the label words zero-shot."""
         self.load("trainer")
-        if not self.classifier and self.recipe.method == "lora":
-            with self.model.disable_adapter():
+        if not self.classifier and (self.recipe.method == "lora" or not self.adapter_ready):
+            with pretrained_weights(self.model):  # a full or freeze model not trained in this process: as it is
+                yield self.trainer
+            return
+        if not self.classifier and launched_with_deepspeed():  # it prepares no second model beside the trained one
+            with pretrained_weights_in_place(self.model, self.recipe.model_name_or_path, self.saved_dir):
                 yield self.trainer
             return
         with self.watch.phase("load"):
