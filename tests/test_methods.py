@@ -98,6 +98,19 @@ def test_freeze_of_more_layers_than_the_model_has_is_refused_before_loading(tiny
     assert not (tmp_path / "phi2_snli").exists(), "refused before the run directory is made"
 
 
+def test_all_linear_puts_lora_on_every_linear_layer_but_the_head(tiny_phi_dir):
+    from tunelab.launch.plan import estimate_memory
+    from tunelab.models import load_model
+
+    recipe = parse_recipe(RECIPE, ["--model_name_or_path", str(tiny_phi_dir), "--load_in_4bit", "false",
+                                   "--lora_target_modules", "all-linear", "--precision", "fp32"])
+    model = load_model(recipe)
+    adapted = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if hasattr(module, "lora_A")}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"}
+    lora = sum(p.numel() for name, p in model.named_parameters() if "lora_" in name)
+    assert estimate_memory(recipe)["lora_parameters"] == lora
+
+
 # ---------------------------------------------------------------------------- full and freeze, end to end
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ directory holds:
 
     config.yaml                   the resolved recipe
     checkpoints/checkpoint-N/     every `save_steps` optimizer steps (resumed automatically)
-    adapter/                      the final LoRA adapter, with the tokenizer (chat template, pad token)
+    adapter/                      the final LoRA adapter, with the tokenizer (chat template, pad token);
+                                  model/ instead for --method full or freeze (a whole model folder)
     eval/chat/{baseline,finetuned}/perplexity.json   held-out perplexity, assistant tokens only
     eval/chat/{baseline,finetuned}/replies.json      the fixed prompts answered by each model
     eval/chat/replies.csv         both models' replies side by side

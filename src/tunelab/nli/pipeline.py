@@ -7,7 +7,7 @@ as its own job. Everything a run writes goes under its run directory (`output_di
 
     config.yaml                 the resolved recipe
     checkpoints/checkpoint-N/   one per epoch (resumed automatically when the run restarts)
-    adapter/                    the final LoRA adapter (safetensors)
+    adapter/                    the final LoRA adapter (safetensors); model/ instead for --method full or freeze
     eval/<split>/{baseline,finetuned}/metrics.json, predictions.csv and confusion.png
     eval/<split>/predictions.csv   both models side by side
     data/<split>.jsonl          the evaluation rows, chosen once and reused by every stage and restart
