@@ -43,3 +43,21 @@ def test_method_on_two_processes(config, method, tiny_phi_dir, snli_dir, tmp_pat
     assert torch.allclose(probabilities(model, run_dir), saved_probabilities(run_dir), atol=2e-4)
     # the baseline scored the pretrained weights (under DeepSpeed put into the trained model for the while)
     assert torch.allclose(probabilities(pretrained, run_dir), saved_probabilities(run_dir, "baseline"), atol=2e-4)
+
+
+def test_full_run_resumed_under_fsdp2_ends_as_an_uninterrupted_one(tiny_phi_dir, snli_dir, tmp_path):
+    """Stopped after its first step (sharded checkpoint of the whole model and its optimizer), then the same
+    command again: the losses and the gathered weights of an uninterrupted run."""
+    def run(folder, **kwargs):
+        args = nli_args(tiny_phi_dir, snli_dir, folder / "runs", "--load_in_4bit", "false", "--method", "full",
+                        "--num_train_epochs", "1", "--learning_rate", "1e-3", "--stages", "train")
+        return launch("nli", "phi2_snli.py", args, folder, **kwargs)
+
+    run(tmp_path / "uninterrupted")
+    stopped = run(tmp_path / "resumed", stop_at_step=1, expect_status=3)
+    assert "Interrupted by SIGUSR1" in stopped.stdout + stopped.stderr
+    resumed = run(tmp_path / "resumed")
+    assert "Resuming training from" in resumed.stdout, resumed.stdout[-2000:]
+    records, reference = rank_records(tmp_path / "resumed"), rank_records(tmp_path / "uninterrupted")
+    assert records[0]["losses"] == pytest.approx(reference[0]["losses"], abs=1e-5)
+    assert records[0]["hash"] == reference[0]["hash"], "the resumed run ended with other weights"
