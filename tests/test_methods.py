@@ -149,14 +149,27 @@ def test_freeze_trains_only_the_last_layers_and_the_head(tiny_phi_dir, snli_dir,
     assert torch.allclose(probabilities(model, run_dir), saved_probabilities(run_dir), atol=2e-4)
 
 
+def test_freeze_trains_a_head_tied_to_the_embeddings_and_a_classifier_head():
+    from tunelab.tiny_models import tiny_config
+
+    gpt2 = AutoModelForCausalLM.from_config(tiny_config("gpt2"))  # its head is the token embeddings (tied)
+    assert trained_by_freeze(gpt2, 1) == {name for name, _ in gpt2.named_parameters()
+                                          if name.startswith(("transformer.h.1.", "transformer.ln_f.", "transformer.wte."))}
+    phi = AutoModelForSequenceClassification.from_config(tiny_config("phi", num_labels=3))
+    assert trained_by_freeze(phi, 2) == {name for name, _ in phi.named_parameters()
+                                         if name.startswith(("model.layers.", "model.final_layernorm.", "score."))}
+
+
 def test_full_run_resumed_after_an_interruption_ends_as_an_uninterrupted_one(full_run, tiny_phi_dir, snli_dir,
-                                                                                  tmp_path):
+                                                                                  tmp_path, capsys):
     argv = method_argv(tiny_phi_dir, snli_dir, tmp_path, "full")
     with pytest.raises(TrainingInterrupted, match="at step 5"):
         main(parse_recipe(RECIPE, argv), callbacks=[SignalAtStep(4)])
     with pytest.raises(TunelabError, match=r"other settings \(method: 'full' -> 'lora'\)"):
         main(parse_recipe(RECIPE, method_argv(tiny_phi_dir, snli_dir, tmp_path, "lora")))
+    capsys.readouterr()
     run_dir = main(parse_recipe(RECIPE, argv))
+    assert capsys.readouterr().out.count("{'loss'") == 2, "the restart trains steps 6 to 8 only (a loss every 2)"
     resumed, uninterrupted = (load_file(str(d / "model" / "model.safetensors")) for d in (run_dir, full_run))
     assert resumed.keys() == uninterrupted.keys()
     for name in resumed:
