@@ -91,7 +91,7 @@ def test_help_lists_every_setting_by_group_with_the_recipes_values(capsys):
     assert "  --train_size int | None (default: none)" in out
     assert "  --lora_target_modules list[str] (default: q_proj,k_proj,v_proj,o_proj)" in out
     groups = [line for line in out.splitlines() if line.endswith(":") and not line.startswith(" ")]
-    assert groups == ["model:", "LoRA:", "data:", "optimisation:", "run:"]
+    assert groups == ["model:", "method:", "LoRA:", "data:", "optimisation:", "run:"]
     for recipe_class in (NLIRecipe, ChatRecipe):
         for f in dataclasses.fields(recipe_class):
             assert f.metadata.get("group") in GROUPS and f.metadata.get("help"), f"{recipe_class.__name__}.{f.name}"

@@ -118,7 +118,7 @@ def test_plan_for_phi2_offline_counts_the_real_architecture():
     memory = plan["memory"]
     assert memory["parameters"] == 2_779_683_840
     # r × (in + out) per projection: 32 layers × (4 × 5120 + 2 × 12800) + lm_head (2560 + 51200)
-    assert memory["lora_parameters"] == 32 * (32 * (4 * 5120 + 2 * 12800) + 2560 + 51200)
+    assert memory["trained_parameters"] == 32 * (32 * (4 * 5120 + 2 * 12800) + 2560 + 51200)
     assert 1.0 < memory["weights_gib"] < 2.5, "4-bit weights of a 2.8B model"
 
 

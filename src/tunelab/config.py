@@ -23,7 +23,9 @@ from pathlib import Path
 
 import yaml
 
+from tunelab.console import say
 from tunelab.errors import TunelabError
+from tunelab.methods import ignored_lora_settings, method_problems
 from tunelab.resources import find_file
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -96,6 +98,13 @@ class Recipe:
         "group": "data", "help": "starter (the offline set), a local folder or a Hub id"})
     max_length: int = field(default=256, metadata={"group": "data", "help": "tokens per example; longer ones are cut"})
 
+    # Method
+    method: str = field(default="lora", metadata={
+        "group": "method", "help": "what trains (tunelab.methods): lora (adapters; QLoRA with load_in_4bit), full "
+                                   "(every weight) or freeze (the last freeze_trainable_layers layers and the head)"})
+    freeze_trainable_layers: int = field(default=2, metadata={
+        "group": "method", "help": "method freeze: how many of the last decoder layers train"})
+
     # LoRA
     lora_r: int = field(default=16, metadata={"group": "LoRA", "help": "rank of the LoRA matrices"})
     lora_alpha: int = field(default=32, metadata={"group": "LoRA", "help": "LoRA scaling: updates scale by alpha / r"})
@@ -103,7 +112,9 @@ class Recipe:
     lora_bias: str = field(default="none", metadata={
         "group": "LoRA", "help": "which biases train: none, all or lora_only (PEFT)"})
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-                                           metadata={"group": "LoRA", "help": "the modules that get LoRA adapters"})
+                                           metadata={"group": "LoRA", "help": "the modules that get LoRA adapters "
+                                                                              "(all-linear: every linear layer but "
+                                                                              "the output head)"})
     use_dora: bool = field(default=False, metadata={
         "group": "LoRA", "help": "DoRA (PEFT): learn each weight's magnitude apart from its LoRA direction"})
 
@@ -203,7 +214,7 @@ class Recipe:
             (self.hub_model_id is None or HUB_REPO.match(self.hub_model_id),
              f"hub_model_id must be a Hub repository id, OWNER/NAME, not {self.hub_model_id!r}"),
         ]
-        return failed(checks)
+        return failed(checks) + method_problems(self)
 
 
 def unfilled_slots(template: str, columns: tuple[str, ...]) -> list[str]:
@@ -260,6 +271,10 @@ def parse_recipe(defaults: Recipe, argv: list[str], prog: str | None = None) -> 
         problems += error.problems
     if problems:
         raise SettingsError(problems)
+    ignored = ignored_lora_settings(recipe.method, set(values))
+    if ignored:
+        say(f"warning: method {recipe.method} trains no LoRA adapters, so {', '.join(ignored)} "
+            f"{'is' if len(ignored) == 1 else 'are'} ignored", stream=sys.stderr)
     if recipe.profile != "none":
         from tunelab.profiles import resolve_profile
 
@@ -267,7 +282,7 @@ def parse_recipe(defaults: Recipe, argv: list[str], prog: str | None = None) -> 
     return recipe
 
 
-GROUPS = ("model", "LoRA", "data", "optimisation", "run")
+GROUPS = ("model", "method", "LoRA", "data", "optimisation", "run")
 
 
 def settings_help(recipe: Recipe, prog: str | None = None) -> str:

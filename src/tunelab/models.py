@@ -13,12 +13,20 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
+from safetensors.torch import load_file
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+)
 from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.pytorch_utils import Conv1D
 
 from tunelab.config import Recipe
 from tunelab.errors import TunelabError
+from tunelab.methods import ALL_LINEAR, set_trainable
 from tunelab.runtime.precision import compute_dtype
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
@@ -55,14 +63,25 @@ def load_tokenizer(recipe: Recipe):
 
 
 def load_model(recipe: Recipe, vocab_size: int | None = None, num_labels: int | None = None):
-    """The base model (4-bit when the recipe asks) wrapped with LoRA adapters on the named modules.
+    """The model set up for the recipe's method (tunelab.methods): for LoRA the base model (4-bit when the
+    recipe asks) wrapped with adapters on the named modules; for full and freeze the model in fp32 with
+    the weights that train marked trainable.
 
     `vocab_size`: grow the embeddings to at least this many rows first (a tokenizer that gained a token).
     `num_labels`: a sequence classifier with a new `num_labels`-way head on the last token instead of the
-    language-model head; PEFT trains that head in full and saves it with the adapter.
+    language-model head; it trains in full with every method (PEFT saves it with the adapter).
     """
+    model = load_pretrained(recipe, vocab_size, num_labels)
+    if recipe.method != "lora":
+        set_trainable(model, recipe.method, recipe.freeze_trainable_layers)
+        return model
+    return get_peft_model(model, lora_config(recipe, model, "SEQ_CLS" if num_labels else "CAUSAL_LM"))
+
+
+def load_pretrained(recipe: Recipe, vocab_size: int | None = None, num_labels: int | None = None):
+    """The pretrained model as the recipe's method trains it (weights in fp32 unless LoRA), with no adapter."""
     dtype = compute_dtype(recipe.precision)
-    kwargs = {"dtype": dtype, "trust_remote_code": recipe.trust_remote_code, "use_safetensors": not recipe.allow_pickle}
+    kwargs = {"dtype": dtype if recipe.method == "lora" else torch.float32, "trust_remote_code": recipe.trust_remote_code, "use_safetensors": not recipe.allow_pickle}
     if recipe.load_in_4bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
@@ -86,7 +105,19 @@ def load_model(recipe: Recipe, vocab_size: int | None = None, num_labels: int | 
     elif recipe.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    return get_peft_model(model, lora_config(recipe, model, "SEQ_CLS" if num_labels else "CAUSAL_LM"))
+    return model
+
+
+def check_method_fits_model(recipe: Recipe) -> None:
+    """Refuse, from the model's config.json alone, a freeze of more layers than the model has."""
+    if recipe.method != "freeze":
+        return
+    path = resolve_model_path(recipe.model_name_or_path, recipe.allow_pickle)
+    config = _from_pretrained(AutoConfig, path, trust_remote_code=recipe.trust_remote_code)
+    layers = config.get_text_config().num_hidden_layers
+    if recipe.freeze_trainable_layers > layers:
+        raise TunelabError(f"freeze_trainable_layers {recipe.freeze_trainable_layers} is more than the "
+                           f"{layers} layers of {recipe.model_name_or_path}: set at most {layers}, or --method full")
 
 
 def quant_storage(recipe: Recipe, dtype: torch.dtype) -> torch.dtype:
@@ -135,13 +166,15 @@ def keep_4bit_weights_unpacked(model: torch.nn.Module) -> None:
 
 def lora_config(recipe: Recipe, model: torch.nn.Module, task_type: str = "CAUSAL_LM") -> LoraConfig:
     """LoRA on exactly the named modules; a name that matches no module is an error, not a silent no-op."""
-    check_target_modules(model, recipe.lora_target_modules)
+    all_linear = recipe.lora_target_modules == [ALL_LINEAR]
+    if not all_linear:
+        check_target_modules(model, recipe.lora_target_modules)
     return LoraConfig(
         r=recipe.lora_r,
         lora_alpha=recipe.lora_alpha,
         lora_dropout=recipe.lora_dropout,
         bias=recipe.lora_bias,
-        target_modules=list(recipe.lora_target_modules),
+        target_modules=ALL_LINEAR if all_linear else list(recipe.lora_target_modules),
         use_dora=recipe.use_dora,
         fan_in_fan_out=targets_conv1d(model, recipe.lora_target_modules),
         task_type=task_type,
@@ -170,17 +203,18 @@ LORA_LAYERS = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Co
 
 def targets_conv1d(model: torch.nn.Module, targets: list[str]) -> bool:
     """GPT-2 stores its projections as Conv1D (weights transposed), which LoRA must be told about."""
-    return any(isinstance(module, Conv1D) and name.rsplit(".", 1)[-1] in targets
+    return any(isinstance(module, Conv1D) and (targets == [ALL_LINEAR] or name.rsplit(".", 1)[-1] in targets)
                for name, module in model.named_modules())
 
 
 @contextlib.contextmanager
-def adapter_merged(model: PeftModel) -> Iterator[bool]:
+def adapter_merged(model) -> Iterator[bool]:
     """Inside the block the LoRA weights are added into the base weights (PEFT's `merge_adapter`), so a
     forward pass runs no adapter layers: the same scores to float rounding, and faster (`tunelab bench`,
     variant lora_unmerged). Yields whether it merged: 4-bit weights would be requantized and ZeRO-3 or
-    FSDP2 shards cannot be merged in place, so those models run with the adapter as it is."""
-    if not can_merge_adapter(model):
+    FSDP2 shards cannot be merged in place, so those models run with the adapter as it is; a fully
+    fine-tuned model has no adapter."""
+    if not (isinstance(model, PeftModel) and can_merge_adapter(model)):
         yield False
         return
     model.merge_adapter()
@@ -194,17 +228,73 @@ def can_merge_adapter(model: PeftModel) -> bool:
     return getattr(model.get_base_model(), "hf_quantizer", None) is None and weight_sharding() is None
 
 
-def parameter_counts(model: PeftModel) -> dict:
-    """Trainable and total parameters, counted by PEFT (a 4-bit weight counts as one parameter)."""
-    trainable, total = model.get_nb_trainable_parameters()
-    return {
-        "trainable": trainable,
-        "total": total,
-        "percent": 100.0 * trainable / total,
-        "counting": "PEFT's get_nb_trainable_parameters over all weights, base and LoRA; each 4-bit "
-                    "weight counts once (not as the half byte it is stored in), so QLoRA totals equal the "
-                    "unquantized model's plus the adapters",
-    }
+@contextlib.contextmanager
+def pretrained_weights(model) -> Iterator[None]:
+    """Inside the block `model` computes as the pretrained model: a LoRA model with its adapter disabled. A
+    full or freeze model is pretrained only until it trains, so it must not have trained in this process."""
+    if isinstance(model, PeftModel):
+        with model.disable_adapter():
+            yield
+    else:
+        yield
+
+
+@contextlib.contextmanager
+def pretrained_weights_in_place(model, pretrained: str, trained: str) -> Iterator[None]:
+    """Inside the block a trained full or freeze model's own parameters hold the pretrained weights (of the model
+    folder or Hub id `pretrained`); after it, the trained ones saved in the folder `trained`. For DeepSpeed,
+    which cannot prepare a second model beside the trained one in the same process."""
+    load_weights_in_place(model, pretrained_folder(pretrained))
+    try:
+        yield
+    finally:
+        load_weights_in_place(model, Path(trained))
+
+
+def pretrained_folder(name_or_path: str) -> Path:
+    """The local folder of a model folder or Hub id (the Hub cache, which loading the model filled)."""
+    path = resolve_model_path(name_or_path)
+    if Path(path).is_dir():
+        return Path(path)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(path, allow_patterns=["*.safetensors", "*.json"]))
+
+
+def load_weights_in_place(model, folder: Path) -> None:
+    """Copy a model folder's safetensors weights into `model`'s parameters; under DeepSpeed ZeRO-3 each is
+    gathered, set (every process reads the files) and partitioned again."""
+    weights = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        weights.update(load_file(str(file)))
+    parameters = dict(model.named_parameters())
+    missing = sorted(set(parameters) - set(weights))
+    if missing:
+        raise TunelabError(f"{folder} lacks weights of the model ({', '.join(missing[:3])}...): it is not the "
+                           "model this run trains")
+    gathered = contextlib.nullcontext()
+    if is_deepspeed_zero3_enabled():
+        import deepspeed
+
+        gathered = deepspeed.zero.GatheredParameters(list(parameters.values()), modifier_rank=0)
+    with gathered, torch.no_grad():
+        for name, parameter in parameters.items():
+            parameter.copy_(weights[name].to(parameter.dtype))
+
+
+def parameter_counts(model) -> dict:
+    """Trainable and total parameters: counted by PEFT for a LoRA model (a 4-bit weight counts as one
+    parameter), else over every weight (under ZeRO-3 at its full size, not its shard's)."""
+    if isinstance(model, PeftModel):
+        trainable, total = model.get_nb_trainable_parameters()
+        counting = ("PEFT's get_nb_trainable_parameters over all weights, base and LoRA; each 4-bit weight counts "
+                    "once (not as the half byte it is stored in), so QLoRA totals equal the unquantized model's "
+                    "plus the adapters")
+    else:
+        sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
+        trainable, total = sum(n for n, trains in sizes if trains), sum(n for n, _ in sizes)
+        counting = "every weight of the model (tied weights once)"
+    return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / total, "counting": counting}
 
 
 def _from_pretrained(cls, path: str, **kwargs):

@@ -1,7 +1,7 @@
 """What both recipe pipelines share (tunelab.nli and tunelab.chat).
 
 `PipelineRun` is one run directory, locked while in use: config.yaml, progress.json,
-monitoring.json, the final adapter (saved atomically) and run_info.json. A pipeline subclasses
+monitoring.json, the final adapter or model (saved atomically) and run_info.json. A pipeline subclasses
 it with what is its own, loaded in named steps (`LOAD_STEPS`: data, tokenizer, model, trainer;
 a stage asks `run.load(step)` for what it needs, which loads the steps before it first), and
 defines its stage functions; the `train` stage is the same for both and lives here.
@@ -18,6 +18,7 @@ settings before importing the pipeline and then calls its `main`.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import difflib
 import io
 import json
@@ -39,7 +40,8 @@ from tunelab.divergence import StopOnDivergence
 from tunelab.errors import TrainingInterrupted, TunelabError
 from tunelab.hub import check_hub_access, push_run
 from tunelab.interrupts import StopOnSignal, interruptible
-from tunelab.models import parameter_counts
+from tunelab.methods import saved_folder_name
+from tunelab.models import check_method_fits_model, parameter_counts
 from tunelab.monitoring import ResourceMonitor
 from tunelab.network import go_offline_unless_hub_reachable
 from tunelab.rundir import (
@@ -74,6 +76,7 @@ def run_stages(run_class: type[PipelineRun], recipe: Recipe, callbacks: Sequence
     check_tracking(recipe.report_to)  # a missing W&B key fails here, before anything loads
     check_fsdp_settings(recipe)
     check_training_settings(recipe)
+    check_method_fits_model(recipe)
     if recipe.push_to_hub and "report" in recipe.stages:
         check_hub_access()  # before anything loads, not after training
     go_offline_unless_hub_reachable([name for name in (recipe.model_name_or_path, recipe.dataset)
@@ -125,7 +128,7 @@ def check_training_settings(recipe: Recipe) -> None:
 
 
 def train(run: PipelineRun) -> None:
-    """LoRA fine-tuning, resuming from the last checkpoint; stops with a checkpoint on a signal."""
+    """Fine-tuning by the recipe's method, resuming from the last checkpoint; stops with a checkpoint on a signal."""
     run.load("trainer")
     checkpoint = last_complete_checkpoint(run.dir / "checkpoints")
     if checkpoint:
@@ -183,6 +186,7 @@ class PipelineRun:
 
     def __init__(self, recipe: Recipe, callbacks: Sequence[TrainerCallback]):
         self.recipe = recipe
+        self.model_recipe = recipe  # what load_model loads: load_saved_model points it at the run's model folder
         self.callbacks = list(callbacks)
         self.state = process_state()
         self.dir = recipe.run_dir
@@ -261,22 +265,42 @@ class PipelineRun:
         trainer.callback_handler.callbacks.insert(0, self.monitor)
         return trainer
 
+    @property
+    def saved_dir(self) -> Path:
+        """Where the trained result is saved: adapter/ (LoRA), else model/ (a whole model folder)."""
+        return self.dir / saved_folder_name(self.recipe.method)
+
     def load_saved_adapter(self) -> None:
-        """Put the saved adapter's weights into the model, unless this process just trained them."""
+        """Put the saved result into the model, unless this process just trained it: the adapter's weights
+        (LoRA), or the saved model folder loaded in place of the pretrained model (full, freeze)."""
         if self.adapter_ready:
             return
-        weights = self.dir / "adapter" / "adapter_model.safetensors"
-        if not weights.exists():
-            raise TunelabError(f"{weights} does not exist: run the train stage first (--stages train)")
-        self.load("model")
-        set_peft_model_state_dict(self.model, load_file(str(weights)))
+        if self.recipe.method != "lora":
+            self.load_saved_model()
+        else:
+            weights = self.saved_dir / "adapter_model.safetensors"
+            if not weights.exists():
+                raise TunelabError(f"{weights} does not exist: run the train stage first (--stages train)")
+            self.load("model")
+            set_peft_model_state_dict(self.model, load_file(str(weights)))
         self.adapter_ready = True
 
+    def load_saved_model(self) -> None:
+        """Load the model (and a new trainer around it) from the run's model folder."""
+        if not (self.saved_dir / "config.json").exists():
+            raise TunelabError(f"{self.saved_dir} holds no model: run the train stage first (--stages train)")
+        self.model_recipe = dataclasses.replace(self.recipe, model_name_or_path=str(self.saved_dir))
+        self.loaded_steps = [step for step in self.loaded_steps if step not in ("model", "trainer")]
+        self.load("model")
+
     def save_adapter(self) -> None:
-        """Save the final adapter into a temporary folder, then rename it into place: it appears complete at once."""
-        final, staging = self.dir / "adapter", self.dir / ".adapter.partial"
+        """Save the trained result (an adapter, or a whole model with its tokenizer) into a temporary folder,
+        then rename it into place: it appears complete at once."""
+        final, staging = self.saved_dir, self.dir / f".{self.saved_dir.name}.partial"
         save_trained_adapter(self.trainer, str(staging))  # gathered from the shards under FSDP2
         if self.state.is_main_process:
+            if self.recipe.method != "lora":
+                self.tokenizer.save_pretrained(staging)
             self.add_to_adapter(staging)
             if final.exists():
                 shutil.rmtree(final)
@@ -317,7 +341,7 @@ class PipelineRun:
     def identity(self) -> dict:
         """What run_info.json names the run by."""
         return {"recipe": self.recipe.run_name, "model": self.recipe.model_name_or_path,
-                "dataset": self.recipe.dataset}
+                "dataset": self.recipe.dataset, "method": self.recipe.method}
 
     def write_run_info(self, progress: dict) -> None:
         """run_info.json: the run, its figures, hardware and software; written last, it marks the run finished."""

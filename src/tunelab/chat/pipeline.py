@@ -7,7 +7,8 @@ directory holds:
 
     config.yaml                   the resolved recipe
     checkpoints/checkpoint-N/     every `save_steps` optimizer steps (resumed automatically)
-    adapter/                      the final LoRA adapter, with the tokenizer (chat template, pad token)
+    adapter/                      the final LoRA adapter, with the tokenizer (chat template, pad token);
+                                  model/ instead for --method full or freeze (a whole model folder)
     eval/chat/{baseline,finetuned}/perplexity.json   held-out perplexity, assistant tokens only
     eval/chat/{baseline,finetuned}/replies.json      the fixed prompts answered by each model
     eval/chat/replies.csv         both models' replies side by side
@@ -41,7 +42,7 @@ from tunelab.chat.data import load_chat_split
 from tunelab.chat.format import labels_from_masks, prepare_chat_tokenizer, tokenize_chat
 from tunelab.console import say
 from tunelab.errors import TrainingDiverged, TunelabError
-from tunelab.models import load_model, load_tokenizer
+from tunelab.models import load_model, load_tokenizer, pretrained_weights
 from tunelab.packing import tokens_seen
 from tunelab.pipeline import (
     PipelineRun,
@@ -74,7 +75,7 @@ def evaluate_baseline(run: ChatRun) -> None:
         say("Baseline already evaluated: reusing it")
         return
     run.load("model")
-    with run.watch.phase("baseline_eval"), run.model.disable_adapter():
+    with run.watch.phase("baseline_eval"), pretrained_weights(run.model):  # the baseline stage runs before train
         run.evaluate("baseline")
     run.save_progress()
 
@@ -153,7 +154,7 @@ class ChatRun(PipelineRun):
     def load_model(self) -> None:
         tokenizer = self.tokenizer  # loaded first: a pad token it adds grows the embeddings
         with self.watch.phase("load"):
-            model = load_model(self.recipe, vocab_size=len(tokenizer))
+            model = load_model(self.model_recipe, vocab_size=len(tokenizer))
         model.config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         model.generation_config.eos_token_id = stop_ids(self.chat_info, tokenizer)

@@ -1,5 +1,8 @@
 """Serving a chat run: merge the adapter, load base + adapter or the merged model, stream replies.
 
+A run trained with method full or freeze (tunelab.methods) saved a whole model in RUN_DIR/model: it
+loads as it is, and there is nothing to merge.
+
     tunelab merge RUN_DIR            RUN_DIR/merged: the adapter folded into the base weights
     tunelab chat RUN_DIR             a terminal chat, tokens printed as they are generated (CPU)
 
@@ -60,16 +63,22 @@ def suppressed_ids(tokenizer) -> list[int] | None:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and (path / "adapter").is_dir()
+    return (path / "config.yaml").is_file() and ((path / "adapter").is_dir() or (path / "model").is_dir())
 
 
 def _run_settings(run_dir: Path) -> dict:
     if not is_run_dir(run_dir):
-        raise TunelabError(f"{run_dir} is not a finished chat run: it needs config.yaml and adapter/ "
+        raise TunelabError(f"{run_dir} is not a finished chat run: it needs config.yaml and adapter/ or model/ "
                            "(written by the chat recipe's train stage)")
-    if not (run_dir / "adapter" / "adapter_config.json").is_file():
+    settings = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    if is_lora_run(settings) and not (run_dir / "adapter" / "adapter_config.json").is_file():
         raise TunelabError(f"{run_dir / 'adapter'} holds no adapter: run the recipe's train stage first")
-    return yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    return settings
+
+
+def is_lora_run(settings: dict) -> bool:
+    """Whether a run's settings (config.yaml) trained a LoRA adapter rather than the model's own weights."""
+    return settings.get("method", "lora") == "lora"
 
 
 def load_base_and_adapter(run_dir: str | Path, dtype: str = "float32", trust_remote_code: bool = False):
@@ -125,6 +134,10 @@ def load_chat_model(path: str | Path, use: str = "auto", dtype: str = "float32",
         raise TunelabError(f"{path} does not exist: give a chat run directory or a merged model folder")
     if not is_run_dir(path):
         return (*load_model_folder(path, dtype, trust_remote_code), f"model folder {path}")
+    if not is_lora_run(_run_settings(path)):  # full or freeze: the run saved a whole model
+        if use == "adapter":
+            raise TunelabError(f"{path} trained the model's own weights, not an adapter: use --use auto")
+        return (*load_model_folder(path / "model", dtype, trust_remote_code), f"fine-tuned model {path / 'model'}")
     merged = path / "merged"
     if use == "merged" or (use == "auto" and (merged / MERGED_MARKER).is_file()):
         if not (merged / MERGED_MARKER).is_file():
@@ -137,10 +150,18 @@ def merge_adapter(run_dir: str | Path, output: str | Path | None = None, dtype: 
                   overwrite: bool = False, trust_remote_code: bool = False) -> Path:
     """Fold the run's adapter into the base weights and save a plain model folder (RUN_DIR/merged).
 
-    The model repository's own code (and the `auto_map` that names it) is carried into the merged folder only
-    with `trust_remote_code`."""
+    A run that trained the model's own weights (full, freeze) has nothing to merge: its model/ folder is
+    returned. The model repository's own code (and the `auto_map` that names it) is carried into the merged
+    folder only with `trust_remote_code`."""
     run_dir = Path(run_dir)
     settings = _run_settings(run_dir)
+    if not is_lora_run(settings):
+        if output:
+            raise TunelabError(f"{run_dir} trained the model's own weights (method {settings['method']}): "
+                               f"{run_dir / 'model'} is already a plain model folder; copy it instead of merging")
+        say(f"nothing to merge: method {settings['method']} saved a plain model folder, {run_dir / 'model'}",
+            stream=sys.stderr)
+        return run_dir / "model"
     target = Path(output) if output else run_dir / "merged"
     check_merge_target(target, overwrite)
     model, tokenizer = load_base_and_adapter(run_dir, dtype, trust_remote_code)

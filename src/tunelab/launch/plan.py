@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
-from transformers.pytorch_utils import Conv1D
 
 from tunelab.errors import TunelabError
 from tunelab.flops import non_embedding_parameters, peak_flops, training_flops_per_token
 from tunelab.launch.accelerate import accelerate_command
+from tunelab.methods import trained_parameters
 from tunelab.profiles import PROFILES, STRATEGIES, Gpu, Profile, get_profile, planned_gpus
 from tunelab.resources import find_file
 from tunelab.runtime.precision import compute_dtype
@@ -92,6 +92,7 @@ def build_plan(recipe, world_size: int = 1, train_rows: int | None = None, eval_
         "precision": str(compute_dtype(recipe.precision)).removeprefix("torch."),
         "gradient_checkpointing": recipe.gradient_checkpointing,
         "load_in_4bit": recipe.load_in_4bit,
+        "method": recipe.method,
         "train_rows": train_rows,
         "optimizer_steps": optimizer_steps(recipe, train_rows, world_size),
     }
@@ -126,8 +127,8 @@ class ModelShape:
     layers: int
     hidden: int
     non_embedding: int      # weights a token passes through (tunelab.flops)
-    lora: int               # LoRA weights for the recipe's targets and rank
-    lora_in_output: int     # of those, on the output head (no FLOPs: only the answer position reaches it)
+    trained: int            # the parameters the recipe's method trains (tunelab.methods): LoRA weights, or the model's
+    lora_in_output: int     # LoRA weights on the output head (no FLOPs: only the answer position reaches it)
 
 
 @dataclass(frozen=True)
@@ -150,10 +151,13 @@ def parameter_memory(frozen_weight_bytes: float, trainable: int, optim: str) -> 
     return ParameterMemory(frozen_weight_bytes + 4 * trainable, 4 * trainable, moments * trainable)
 
 
-def lora_parameter_memory(recipe, shape: ModelShape) -> ParameterMemory:
+def method_parameter_memory(recipe, shape: ModelShape) -> ParameterMemory:
     """LoRA: the frozen base (4-bit NF4 with double-quantized scales, or the compute dtype; embeddings stay in
-    the compute dtype) and the adapter trained."""
-    return parameter_memory(frozen_weight_bytes(recipe, shape), shape.lora, recipe.optim)
+    the compute dtype) and the adapter trained. Full and freeze: every weight in fp32, those the method trains
+    with their gradients and optimizer state."""
+    if recipe.method == "lora":
+        return parameter_memory(frozen_weight_bytes(recipe, shape), shape.trained, recipe.optim)
+    return parameter_memory(4 * (shape.parameters - shape.trained), shape.trained, recipe.optim)
 
 
 def frozen_weight_bytes(recipe, shape: ModelShape) -> float:
@@ -195,7 +199,7 @@ def per_gpu_memory(strategy: str, gpus: int, parameters: ParameterMemory, activa
 
 
 def per_gpu_gib(recipe, shape: ModelShape, strategy: str, gpus: int) -> float:
-    return per_gpu_memory(strategy, gpus, lora_parameter_memory(recipe, shape), activation_bytes(recipe, shape),
+    return per_gpu_memory(strategy, gpus, method_parameter_memory(recipe, shape), activation_bytes(recipe, shape),
                           largest_unit_bytes(recipe, shape)) / 2**30
 
 
@@ -206,16 +210,16 @@ def estimate_memory(recipe) -> dict | None:
 
 
 def memory_estimate(recipe, shape: ModelShape) -> dict:
-    """Weights + LoRA training state + activations on one process, and per GPU under each strategy."""
-    parameters = lora_parameter_memory(recipe, shape)
-    frozen = frozen_weight_bytes(recipe, shape)
+    """Weights + training state (gradients, optimizer) + activations on one process, and per GPU under each
+    strategy."""
+    parameters = method_parameter_memory(recipe, shape)
     activations = activation_bytes(recipe, shape)
     peak = parameters.total + activations
     return {
         "parameters": shape.parameters,
-        "lora_parameters": shape.lora,
-        "weights_gib": frozen / 2**30,
-        "training_state_gib": (parameters.total - frozen) / 2**30,
+        "trained_parameters": shape.trained,
+        "weights_gib": parameters.weights / 2**30,
+        "training_state_gib": (parameters.gradients + parameters.optimizer) / 2**30,
         "activations_gib": activations / 2**30,
         "peak_gib": peak / 2**30,
         "memory_class": _memory_class(peak),
@@ -230,36 +234,30 @@ def _memory_class(peak_bytes: float) -> str:
 
 
 def model_shape(recipe) -> ModelShape | None:
-    return _model_shape(recipe.model_name_or_path, tuple(recipe.lora_target_modules), recipe.lora_r)
+    model = _meta_model(recipe.model_name_or_path)
+    return None if model is None else _count_shape(model, recipe)
 
 
 @functools.cache
-def _model_shape(name_or_path: str, targets: tuple[str, ...], rank: int) -> ModelShape | None:
+def _meta_model(name_or_path: str) -> torch.nn.Module | None:
+    """The model's architecture on PyTorch's meta device (no weights), None when its config is not available."""
     config = _model_config(name_or_path)
     if config is None:
         return None
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+        return AutoModelForCausalLM.from_config(config)
+
+
+def _count_shape(model: torch.nn.Module, recipe) -> ModelShape:
+    config, targets, rank = model.config, recipe.lora_target_modules, recipe.lora_r
     embeddings = {id(p): p.numel() for m in (model.get_input_embeddings(), model.get_output_embeddings())
                   for p in m.parameters()}
     text = config.get_text_config()
     return ModelShape(
         parameters=sum(p.numel() for p in model.parameters()), embeddings=sum(embeddings.values()),
         largest_embedding=max(embeddings.values()), layers=text.num_hidden_layers, hidden=text.hidden_size,
-        non_embedding=sum(non_embedding_parameters(model)), lora=_lora_parameters(model, targets, rank),
-        lora_in_output=_lora_parameters(model.get_output_embeddings(), targets, rank, prefix="lm_head"))
-
-
-def _lora_parameters(model: torch.nn.Module, targets, rank: int, prefix: str = "") -> int:
-    count = 0
-    for name, module in model.named_modules(prefix=prefix):
-        if name.rsplit(".", 1)[-1] not in targets:
-            continue
-        if isinstance(module, torch.nn.Linear):
-            count += rank * (module.in_features + module.out_features)
-        elif isinstance(module, Conv1D):
-            count += rank * sum(module.weight.shape)
-    return count
+        non_embedding=sum(non_embedding_parameters(model)), trained=trained_parameters(model, recipe),
+        lora_in_output=rank * sum(model.get_output_embeddings().weight.shape) if "lm_head" in targets else 0)
 
 
 def _model_config(name_or_path: str):
@@ -286,6 +284,15 @@ def check_fit(recipe, shape: ModelShape, target: Target) -> dict:
         f"the settings do not fit {target.describe()}: per GPU {need:.1f} of "
         f"{target.gpu.memory_gib:g} GiB, of which {USABLE_SHARE:.0%} is usable; "
         + (" or ".join(changes) if changes else "no change tunelab knows fits: choose GPUs with more memory"))
+
+
+def check_run_fits_profile(recipe, world_size: int) -> None:
+    """Before a full or freeze run on a GPU profile loads anything: refuse it when this plan's estimate for the
+    profile's GPU and spread over `world_size` processes does not fit (LoRA runs are small enough to try)."""
+    profile = PROFILES.get(recipe.profile)
+    shape = profile and profile.needs_gpu and recipe.method != "lora" and model_shape(recipe)
+    if shape:
+        check_fit(recipe, shape, Target(profile, profile.gpu, max(world_size, 1)))
 
 
 def fits(gib: float, gpu: Gpu) -> bool:
@@ -354,10 +361,12 @@ def time_estimate(recipe, shape: ModelShape, target: Target, plan: dict, eval_ro
         why = assumed if peak is None else "the training rows are unknown until the data loads"
         return {"note": f"no estimate: {why}"}
     speed = peak * target.count * ASSUMED_MFU
-    trainable = shape.lora - shape.lora_in_output
-    per_token = training_flops_per_token(shape.non_embedding, trainable, recipe.gradient_checkpointing)
+    trainable = (shape.trained - shape.lora_in_output if recipe.method == "lora"
+                 else min(shape.trained, shape.non_embedding))  # full and freeze: as many weights trained in the layers
+    frozen = shape.non_embedding if recipe.method == "lora" else shape.non_embedding - trainable
+    per_token = training_flops_per_token(frozen, trainable, recipe.gradient_checkpointing)
     train_s = trained_examples * TYPICAL_TOKENS * per_token / speed
-    forward = 2 * (shape.non_embedding + trainable)
+    forward = 2 * (frozen + trainable)
     eval_s = eval_rows * TYPICAL_TOKENS * forward / speed if eval_rows is not None else None
     return {"train_s": train_s, "eval_s": eval_s, "total_s": train_s + (eval_s or 0.0),
             "note": f"an estimate: FLOPs at {TYPICAL_TOKENS} tokens per example ({per_token / 1e9:.1f} GFLOPs per "
@@ -444,7 +453,7 @@ def format_plan(plan: dict) -> str:
         f"  training rows: {rows if rows is not None else 'unknown until the data loads'}; "
         f"optimizer steps: {steps if steps is not None else 'unknown'}",
         f"  precision {plan['precision']}, 4-bit weights {'on' if plan['load_in_4bit'] else 'off'}, "
-        f"gradient checkpointing {'on' if plan['gradient_checkpointing'] else 'off'}",
+        f"gradient checkpointing {'on' if plan['gradient_checkpointing'] else 'off'}, method {plan['method']}",
         *_memory_lines(plan),
         *_time_lines(plan),
         *_command_lines(plan),
@@ -461,9 +470,9 @@ def _memory_lines(plan: dict) -> list[str]:
             if fit else f"per process ≈ {memory['peak_gib']:.1f} GiB ({memory['memory_class']})")
     lines = [
         f"  expected peak memory {peak}; one process holds weights {memory['weights_gib']:.1f}, "
-        f"LoRA training state {memory['training_state_gib']:.2f}, activations {memory['activations_gib']:.1f} GiB "
+        f"training state {memory['training_state_gib']:.2f}, activations {memory['activations_gib']:.1f} GiB "
         f"at {TYPICAL_TOKENS} tokens per example; {memory['parameters']:,} parameters, "
-        f"{memory['lora_parameters']:,} in LoRA",
+        f"{memory['trained_parameters']:,} trained",
         f"  per-GPU memory (GiB) on {' / '.join(map(str, GPU_COUNTS))} GPUs:",
     ]
     for name, by_count in memory["per_gpu_by_strategy"].items():

@@ -8,6 +8,7 @@ torch and transformers take to load.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -30,7 +31,16 @@ def run(defaults: Recipe, argv: list[str] | None = None, prog: str | None = None
         if recipe.dry_run:
             print_plan(recipe, pipeline, command)
             return None
+        check_run_fits(recipe)
         return pipeline.main(recipe)
+
+
+def check_run_fits(recipe: Recipe) -> None:
+    """A full or freeze run on a GPU profile that cannot fit its GPUs stops here, before the model loads."""
+    if recipe.method != "lora":
+        from tunelab.launch.plan import check_run_fits_profile
+
+        check_run_fits_profile(recipe, int(os.environ.get("WORLD_SIZE", "1")))
 
 
 def typed_command(argv: list[str] | None, prog: str | None) -> list[str]:

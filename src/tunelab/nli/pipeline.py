@@ -7,7 +7,7 @@ as its own job. Everything a run writes goes under its run directory (`output_di
 
     config.yaml                 the resolved recipe
     checkpoints/checkpoint-N/   one per epoch (resumed automatically when the run restarts)
-    adapter/                    the final LoRA adapter (safetensors)
+    adapter/                    the final LoRA adapter (safetensors); model/ instead for --method full or freeze
     eval/<split>/{baseline,finetuned}/metrics.json, predictions.csv and confusion.png
     eval/<split>/predictions.csv   both models side by side
     data/<split>.jsonl          the evaluation rows, chosen once and reused by every stage and restart
@@ -34,8 +34,16 @@ from transformers import TrainerCallback
 
 from tunelab.console import say
 from tunelab.errors import TrainingDiverged, TunelabError
+from tunelab.runtime.deepspeed_check import launched_with_deepspeed
+from tunelab.runtime.fsdp import prepare_for_prediction
 from tunelab.metrics import classification_metrics
-from tunelab.models import adapter_merged, load_model, load_tokenizer
+from tunelab.models import (
+    adapter_merged,
+    load_model,
+    load_tokenizer,
+    pretrained_weights,
+    pretrained_weights_in_place,
+)
 from tunelab.nli.config import NLI_LABELS, NLIRecipe
 from tunelab.nli.data import (
     STARTER_SETS,
@@ -114,7 +122,8 @@ def evaluate_baseline(run: NLIRun) -> None:
 
 
 def evaluate_finetuned(run: NLIRun) -> None:
-    """Score the fine-tuned adapter on every test split (merged into the weights unless they are 4-bit: faster)."""
+    """Score the fine-tuned model on every test split (a LoRA adapter merged into the weights unless they are
+    4-bit: faster)."""
     run.load_saved_adapter()
     run.load("trainer")
     with adapter_merged(run.model):
@@ -185,7 +194,7 @@ class NLIRun(PipelineRun):
         self.training_args = training_arguments(self.recipe, str(self.dir / "checkpoints"),
                                                 on_cpu=not torch.cuda.is_available())
         with self.watch.phase("load"):
-            self.model = load_model(self.recipe, num_labels=len(NLI_LABELS) if self.classifier else None)
+            self.model = load_model(self.model_recipe, num_labels=len(NLI_LABELS) if self.classifier else None)
         say_parameter_counts(self.model)
 
     def load_trainer(self) -> None:
@@ -215,21 +224,29 @@ class NLIRun(PipelineRun):
 
     @contextlib.contextmanager
     def baseline_trainer(self) -> Iterator[NLITrainer]:
-        """What scores the pretrained model: the run's own trainer with LoRA disabled; for a classifier head,
-        which has no pretrained meaning, the base language model scoring the label words zero-shot."""
+        """What scores the pretrained model: the run's own trainer with LoRA disabled (or, for full and freeze,
+        before the model trained in this process; after it, under DeepSpeed, with the pretrained weights put back
+        for the while); for a classifier head, which has no pretrained meaning, and for full and freeze otherwise,
+        the pretrained language model, loaded beside the trained one, scoring the label words zero-shot."""
         self.load("trainer")
-        if not self.classifier:
-            with self.model.disable_adapter():
+        if not self.classifier and (self.recipe.method == "lora" or not self.adapter_ready):
+            with pretrained_weights(self.model):  # a full or freeze model not trained in this process: as it is
+                yield self.trainer
+            return
+        if not self.classifier and launched_with_deepspeed():  # it prepares no second model beside the trained one
+            with pretrained_weights_in_place(self.model, self.recipe.model_name_or_path, self.saved_dir):
                 yield self.trainer
             return
         with self.watch.phase("load"):
             language_model = load_model(self.recipe)
-        with language_model.disable_adapter():
-            yield NLITrainer(model=language_model, args=self.training_args, eval_dataset=self.trainer.eval_dataset,
+        trainer = NLITrainer(model=language_model, args=self.training_args, eval_dataset=self.trainer.eval_dataset,
                              data_collator=NLICollator(self.tokenizer.pad_token_id, self.label_ids,
                                                        self.recipe.label_scoring),
                              label_ids=self.label_ids, scoring=self.recipe.label_scoring)
-        del language_model
+        prepare_for_prediction(trainer)
+        with pretrained_weights(trainer.model):
+            yield trainer
+        del language_model, trainer
 
     def tokenized(self, split: str):
         if split not in self._tokenized:

@@ -10,6 +10,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from tunelab.errors import TunelabError
+from tunelab.methods import METHOD_DESCRIPTIONS
 from tunelab.metrics import HEADLINE_METRICS
 from tunelab.report.figures import loss_figure, memory_figure
 from tunelab.rundir import replaced_run_notice
@@ -72,7 +73,8 @@ def read_metrics(path: Path) -> dict:
 def training_blocks(run: Run, figures: dict[str, Figure]) -> list[tuple]:
     info = run.info
     train, validation = _loss_points(run.train_log, "loss"), _loss_points(run.train_log, "eval_loss")
-    facts = [f"training rows: {format_value(info.get('train_rows'))}",
+    facts = [f"method: {METHOD_DESCRIPTIONS.get(info.get('method', 'lora'), info.get('method'))}",
+             f"training rows: {format_value(info.get('train_rows'))}",
              f"evaluation rows: {format_value(info.get('eval_rows'))}",
              _final_loss("training loss", train), _final_loss("validation loss", validation)]
     if info.get("best_checkpoint"):  # metric_for_best_model

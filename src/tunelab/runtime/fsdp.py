@@ -79,16 +79,31 @@ def is_sharded_by_fsdp(model) -> bool:
 def save_trained_adapter(trainer, folder: str) -> None:
     """The trained adapter as a normal PEFT folder; under FSDP2 its weights are gathered from the shards first.
 
-    Every process must call this: gathering is collective. Only the trainable (LoRA) weights are
-    gathered, never the frozen base model.
+    Every process must call this: gathering is collective. For a LoRA model only the trainable (LoRA)
+    weights are gathered, never the frozen base model; a fully fine-tuned model is gathered whole.
     """
+    from peft import PeftModel
+
     model = trainer.model
     if not is_sharded_by_fsdp(model):
         trainer.save_model(folder)
         return
     from torch.distributed.tensor import DTensor
 
+    whole = not isinstance(model, PeftModel)
     state_dict = {name: (p.full_tensor() if isinstance(p, DTensor) else p).detach().cpu()
-                  for name, p in model.named_parameters() if p.requires_grad}
+                  for name, p in model.named_parameters() if p.requires_grad or whole}
     if trainer.args.should_save:
         model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
+
+
+def prepare_for_prediction(trainer) -> None:
+    """Under FSDP2, shard a trainer's model that only predicts (a second model beside the trained one):
+    accelerate prepares an FSDP2 model only together with an optimizer, so one that never steps goes with it."""
+    import torch
+
+    if launched_fsdp_version() != 2:
+        return
+    never_steps = torch.optim.SGD(list(trainer.model.parameters()), lr=0.0)
+    trainer.model, _ = trainer.accelerator.prepare(trainer.model, never_steps)
+    trainer.model_wrapped = trainer.model
