@@ -296,7 +296,7 @@ def _read_split(dataset: str, config: str | None, split: str) -> Iterable[dict]:
     if dataset in STARTER_SETS:
         return read_jsonl(_split_file(starter_data_dir(dataset), split))
     path = Path(dataset).expanduser()
-    if path.is_dir() and any(path.glob(f"*{suffix}") for suffix in DATA_SUFFIXES):
+    if path.is_dir() and any(next(path.glob(f"*{suffix}"), None) for suffix in DATA_SUFFIXES):
         return read_rows(_split_file(path, split))
     if path.is_dir():  # a local copy of a Hub dataset: its files in the Hub's layout (data/train-*.parquet, ...)
         return _load_from_hub(str(path), config, split)
@@ -336,7 +336,7 @@ def read_csv_rows(path: Path) -> list[dict]:
     """A CSV file's rows (its first line names the columns); a row with a field too many or too few, or an
     unclosed quote, is an error naming the file and line."""
     with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle)
+        reader = csv.reader(handle, strict=True)
         try:
             header = next(reader, [])
             rows = []
