@@ -240,6 +240,9 @@ def changes(baseline: dict, finetuned: dict) -> dict:
     values = {metric: (baseline[metric], finetuned[metric]) for metric in HEADLINE_METRICS}
     for label in baseline["labels"]:
         values[f"f1_{label}"] = (baseline["per_class"][label]["f1"], finetuned["per_class"][label]["f1"])
+    auc = tuple((metrics.get("positive_class") or {}).get("roc_auc") for metrics in (baseline, finetuned))
+    if None not in auc:  # a binary task scored with probabilities (pooled splits have none)
+        values["roc_auc"] = auc
     return {"rows": baseline["n"], **{
         metric: {"baseline": before, "finetuned": after, "absolute": after - before,
                  "relative": (after - before) / before if before else None}

@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tunelab import __version__
+from tunelab.classify.config import CLASSIFIER
 from tunelab.errors import TunelabError
 from tunelab.metrics import HEADLINE_METRICS, METRIC_NAMES, change_categories
 from tunelab.report.common import (
@@ -143,7 +144,7 @@ def _title_blocks(run: Run) -> list[tuple]:
     return [
         ("heading", 1, f"tunelab report: {recipe} ({model})"),
         ("paragraph", f"Pretrained baseline versus the fine-tuned model, on the same evaluation rows. "
-                      f"{CLASSIFIER_BASELINE if info.get('head') == 'classifier' else ''}"
+                      f"{CLASSIFIER_BASELINE if info.get('head') == CLASSIFIER else ''}"
                       f"Run {run.directory.name}, started {info.get('started', NOT_RECORDED)}; "
                       f"report by tunelab {__version__}."),
         ("heading", 2, "Headline"),
