@@ -55,7 +55,7 @@ class ClassificationRecipe(Recipe):
     validation_fraction: float = field(default=0.0, metadata={
         "group": "data", "help": "hold this fraction of the train rows out as the validation set instead of "
                                  "reading validation_split (the MultiNLI rule; 0.1 for a data folder with no "
-                                 "<validation_split>.jsonl)"})
+                                 "validation file, or a single file split by test_fraction)"})
     sample_seed: int = field(default=42, metadata={"group": "data", "help": "seed of the random rows (*_sample)"})
     labels: list[str] = field(default_factory=lambda: ["negative", "positive"], metadata={
         "group": "data", "help": "the class names, two or more, in order: a string label is matched by name (any "

@@ -1,8 +1,5 @@
-"""3-way NLI classification: recipe, data, trainer and pipeline."""
+"""3-way NLI classification: recipe, data, trainer and pipeline (the classification recipe's NLI configuration)."""
 
-from tunelab.config import run_recipe
+from tunelab.classify import run
 
-
-def run(defaults, argv: list[str] | None = None) -> None:
-    """Entry point of an NLI recipe file, `run(RECIPE)`: the settings parsed, then tunelab.nli.pipeline.main."""
-    run_recipe(defaults, argv, "tunelab.nli.pipeline")
+__all__ = ["run"]
