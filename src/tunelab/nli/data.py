@@ -246,7 +246,11 @@ def warn_about_small_data(recipe: ClassificationRecipe, rows: dict[str, list[dic
     """A warning, before training, for each split with fewer than FEW_ROWS rows or a label it never shows,
     naming the settings that chose its rows."""
     fraction = validation_fraction(recipe)  # looks at the data folder: once, not once a split
-    if fraction != recipe.validation_fraction and recipe.validation_split in rows:
+    if splits_one_file(recipe) and recipe.validation_split in rows:
+        say(f"{recipe.dataset}: {len(rows[recipe.validation_split])} rows held out of {recipe.train_split} for "
+            f"validation ({fraction:.0%}; --validation_fraction), the test rows are {recipe.test_fraction:.0%} of "
+            "the file (--test_fraction)")
+    elif fraction != recipe.validation_fraction and recipe.validation_split in rows:
         say(f"warning: {recipe.dataset} has no {recipe.validation_split}.jsonl: validating on "
             f"{len(rows[recipe.validation_split])} rows held out of {recipe.train_split} "
             f"({fraction:.0%}; --validation_fraction sets the share)")
