@@ -34,9 +34,9 @@ from pathlib import Path
 
 from datasets import Dataset
 
+from tunelab.classify.config import ClassificationRecipe
 from tunelab.console import say
 from tunelab.errors import TunelabError
-from tunelab.classify.config import ClassificationRecipe
 from tunelab.nli.config import NLI_LABELS, PROMPT_TEMPLATE
 from tunelab.rundir import atomic_write_json, read_jsonl, write_jsonl
 

@@ -32,11 +32,11 @@ import torch
 from accelerate import PartialState
 from transformers import TrainerCallback
 
+from tunelab.classify.config import CLASSIFIER, ClassificationRecipe
 from tunelab.console import say
 from tunelab.errors import TrainingDiverged, TunelabError
 from tunelab.metrics import classification_metrics
 from tunelab.models import adapter_merged, load_model, load_tokenizer
-from tunelab.classify.config import CLASSIFIER, ClassificationRecipe
 from tunelab.nli.data import (
     STARTER_SETS,
     check_saved_rows,
