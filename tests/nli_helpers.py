@@ -25,6 +25,6 @@ def write_predictions(run_dir: Path, rows: list[tuple], split: str = "test") -> 
     folder.mkdir(parents=True)
     with (folder / "predictions.csv").open("w", encoding="utf-8", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(PREDICTION_COLUMNS)
+        writer.writerow(("premise", "hypothesis", *PREDICTION_COLUMNS))
         writer.writerows(rows)
     return run_dir

@@ -205,9 +205,8 @@ def test_chat_run_in_full_chats_from_its_model_folder_with_nothing_to_merge(tiny
 
 
 def test_plan_counts_each_methods_memory():
-    from tunelab.launch.plan import build_plan
+    from tunelab.launch.plan import build_plan, check_run_fits_profile
     from tunelab.nli.config import NLIRecipe
-    from tunelab.launch.plan import check_run_fits_profile
 
     plans = {method: build_plan(NLIRecipe(model_name_or_path="microsoft/phi-2", method=method, precision="bf16"))
              for method in ("lora", "freeze", "full")}

@@ -90,7 +90,7 @@ def test_non_utf8_file(tmp_path):
 
 def test_missing_split_file_and_path(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", hub_schema_rows(3))
-    with pytest.raises(TunelabError, match=r"has no test.jsonl \(found: train.jsonl\)"):
+    with pytest.raises(TunelabError, match=r"has no test.jsonl, test.csv or test.parquet \(found: train.jsonl\)"):
         load_nli_split(NLIRecipe(dataset=str(tmp_path)), "test")
     with pytest.raises(TunelabError, match="does not exist"):
         load_nli_split(NLIRecipe(dataset=str(tmp_path / "nowhere.jsonl")), "train")
@@ -148,10 +148,10 @@ def test_unreachable_hub_dataset_is_one_line(monkeypatch):
 
 
 def test_prompt_format():
-    assert Prompt().format("A dog runs.", "An animal moves.") == \
+    assert Prompt().format({"premise": "A dog runs.", "hypothesis": "An animal moves."}) == \
         "Premise: A dog runs.\nHypothesis: An animal moves.\nRelationship:"
     # one pass: braces inside a sentence are text, not placeholders
-    assert Prompt("{hypothesis} | {premise} ->").format("Say {hypothesis}.", "B.") == "B. | Say {hypothesis}. ->"
+    assert Prompt("{hypothesis} | {premise} ->").format({"premise": "Say {hypothesis}.", "hypothesis": "B."}) == "B. | Say {hypothesis}. ->"
 
 
 def test_prompt_template_needs_both_placeholders_once():
@@ -170,12 +170,12 @@ def test_chat_template_wraps_the_prompt_as_a_user_turn(gpt2_tokenizer_dir):
     tokenizer.chat_template = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
                                "{% if add_generation_prompt %}<|assistant|>{% endif %}")
     prompt = recipe_prompt(recipe, tokenizer)
-    assert prompt.format("A {x}.", "B.") == "<|user|>Does 'A {x}.' imply 'B.'?\n<|assistant|>"
+    assert prompt.format({"premise": "A {x}.", "hypothesis": "B."}) == "<|user|>Does 'A {x}.' imply 'B.'?\n<|assistant|>"
     assert recipe_prompt(dataclasses.replace(recipe, use_chat_template=False), tokenizer) == \
         Prompt("Does '{premise}' imply '{hypothesis}'?")
     dataset, _ = tokenize_rows([{"premise": "A.", "hypothesis": "B.", "label": "neutral"}], tokenizer, 64, 1,
                                prompt=prompt)
-    assert tokenizer.decode(dataset[0]["input_ids"]) == prompt.format("A.", "B.")
+    assert tokenizer.decode(dataset[0]["input_ids"]) == prompt.format({"premise": "A.", "hypothesis": "B."})
 
 
 def test_long_premises_are_truncated_never_the_answer_position(gpt2_tokenizer_dir):

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
+from tunelab.nli.config import NLI_LABELS
 from tunelab.nli.starter_data import (
-    LABELS,
     TAXONOMY_CHAINS,
     generate_starter_nli,
     write_starter_nli,
@@ -61,7 +61,7 @@ def test_size_and_exact_label_balance_in_every_split(starter):
 
 
 def test_rows_have_the_schema_and_hub_label_ids(starter):
-    assert LABELS == ("entailment", "neutral", "contradiction")
+    assert NLI_LABELS == ("entailment", "neutral", "contradiction")
     for row in all_rows(starter):
         assert list(row) == ["premise", "hypothesis", "label", "phenomenon"]
         assert row["label"] in {0, 1, 2}

@@ -101,7 +101,7 @@ def prepare_inputs(recipe: NLIRecipe, args: argparse.Namespace) -> Inputs:
     words = dict(zip(NLI_LABELS, recipe.label_words))
     for index, (row, example) in enumerate(zip(train_rows + eval_rows, tokenized)):
         inputs.prompt_ids[index] = example["input_ids"]
-        text = prompt.format(row["premise"], row["hypothesis"]) + " " + words[row["label"]]
+        text = prompt.format(row) + " " + words[row["label"]]
         inputs.text_ids[index] = tokenizer(text, truncation=True, max_length=recipe.max_length,
                                            add_special_tokens=prompt.add_special_tokens)["input_ids"]
     return inputs

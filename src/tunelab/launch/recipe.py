@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 from tunelab.chat.config import ChatRecipe
+from tunelab.classify.config import ClassificationRecipe
 from tunelab.config import Recipe, parse_recipe, read_recipe
 from tunelab.console import quiet_third_party, say
 from tunelab.errors import TunelabError, exit_on_error
-from tunelab.nli.config import NLIRecipe
 
 
 def run(defaults: Recipe, argv: list[str] | None = None, prog: str | None = None) -> Path | None:
@@ -60,10 +60,11 @@ def pipeline_for(recipe: Recipe):
     counts the training rows for the plan."""
     if isinstance(recipe, ChatRecipe):
         from tunelab.chat import pipeline
-    elif isinstance(recipe, NLIRecipe):
+    elif isinstance(recipe, ClassificationRecipe):  # NLI included: the classification pipeline is NLI's, made general
         from tunelab.nli import pipeline
     else:
-        raise TunelabError(f"{type(recipe).__name__} is no NLIRecipe or ChatRecipe: build RECIPE from one of them")
+        raise TunelabError(f"{type(recipe).__name__} is no ClassificationRecipe (NLIRecipe) or ChatRecipe: build "
+                           "RECIPE from one of them")
     return pipeline
 
 

@@ -1,1 +1,1 @@
-"""3-way NLI classification: recipe, data, trainer and pipeline."""
+"""3-way NLI classification: recipe, data, trainer and pipeline (the classification recipe's NLI configuration)."""

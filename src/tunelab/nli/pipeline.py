@@ -1,4 +1,4 @@
-"""The NLI recipe pipeline: baseline evaluation, LoRA fine-tuning, evaluation, report.
+"""The classification pipeline (NLI and any other task): baseline evaluation, LoRA fine-tuning, evaluation, report.
 
 `run(RECIPE)` is what a recipe file calls; it works the same under `python`, `accelerate
 launch` with one or many processes, and Slurm. The four stages run in order in one process
@@ -32,10 +32,9 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
+from tunelab.classify.config import CLASSIFIER, ClassificationRecipe
 from tunelab.console import say
 from tunelab.errors import TrainingDiverged, TunelabError
-from tunelab.runtime.deepspeed_check import launched_with_deepspeed
-from tunelab.runtime.fsdp import prepare_for_prediction
 from tunelab.metrics import classification_metrics
 from tunelab.models import (
     adapter_merged,
@@ -44,7 +43,6 @@ from tunelab.models import (
     pretrained_weights,
     pretrained_weights_in_place,
 )
-from tunelab.nli.config import NLI_LABELS, NLIRecipe
 from tunelab.nli.data import (
     STARTER_SETS,
     check_saved_rows,
@@ -74,11 +72,13 @@ from tunelab.pipeline import (
     to_csv,
     train,
 )
-from tunelab.report.statistics import CALIBRATION_DIR
+from tunelab.report.statistics import CALIBRATION_DIR, row_key_columns
 from tunelab.rundir import MODELS, atomic_write_json, atomic_write_text, read_csv
+from tunelab.runtime.deepspeed_check import launched_with_deepspeed
+from tunelab.runtime.fsdp import prepare_for_prediction
 
 
-def main(recipe: NLIRecipe, callbacks: Sequence[TrainerCallback] = ()) -> Path:
+def main(recipe: ClassificationRecipe, callbacks: Sequence[TrainerCallback] = ()) -> Path:
     """Run the recipe's stages in order; returns the run directory."""
     process_state()
     check_stages_fit_deepspeed(recipe.stages)
@@ -165,7 +165,7 @@ def write_run_report(run: NLIRun) -> None:
 class NLIRun(PipelineRun):
     """An NLI run: its rows (chosen once, kept in data/), the tokenizer, the model and NLITrainer."""
 
-    def __init__(self, recipe: NLIRecipe, callbacks: Sequence[TrainerCallback]):
+    def __init__(self, recipe: ClassificationRecipe, callbacks: Sequence[TrainerCallback]):
         super().__init__(recipe, callbacks)
         self._tokenized: dict[str, object] = {}
 
@@ -186,7 +186,7 @@ class NLIRun(PipelineRun):
     def load_tokenizer(self) -> None:
         with self.watch.phase("load"):
             self.tokenizer = load_tokenizer(self.recipe)
-        self.label_ids = label_token_ids(self.tokenizer, self.recipe.label_words, self.recipe.label_scoring)
+        self.label_ids = label_token_ids(self.tokenizer, self.recipe.words(), self.recipe.label_scoring)
         self.prompt = recipe_prompt(self.recipe, self.tokenizer)
 
     def load_model(self) -> None:
@@ -194,7 +194,7 @@ class NLIRun(PipelineRun):
         self.training_args = training_arguments(self.recipe, str(self.dir / "checkpoints"),
                                                 on_cpu=not torch.cuda.is_available())
         with self.watch.phase("load"):
-            self.model = load_model(self.model_recipe, num_labels=len(NLI_LABELS) if self.classifier else None)
+            self.model = load_model(self.model_recipe, num_labels=len(self.recipe.labels) if self.classifier else None)
         say_parameter_counts(self.model)
 
     def load_trainer(self) -> None:
@@ -215,12 +215,12 @@ class NLIRun(PipelineRun):
 
     @property
     def classifier(self) -> bool:
-        return self.recipe.head == "classifier"
+        return self.recipe.head == CLASSIFIER
 
     @property
     def scoring(self) -> str:
         """How the trained model scores a row: its classifier head, or the label words (tunelab.nli.trainer)."""
-        return "classifier" if self.classifier else self.recipe.label_scoring
+        return CLASSIFIER if self.classifier else self.recipe.label_scoring
 
     @contextlib.contextmanager
     def baseline_trainer(self) -> Iterator[NLITrainer]:
@@ -257,9 +257,10 @@ class NLIRun(PipelineRun):
             soft = self.recipe.annotator_labels and split == self.recipe.train_split
             self._tokenized[split], truncated = tokenize_rows(rows, self.tokenizer, self.recipe.max_length, reserve,
                                                               progress=progress, prompt=self.prompt,
-                                                              annotator_labels=soft)
+                                                              annotator_labels=soft, labels=self.recipe.labels)
             if truncated:
-                say(f"{split}: {truncated} of {len(rows)} premises truncated to fit max_length={self.recipe.max_length}")
+                say(f"{split}: {truncated} of {len(rows)} {self.recipe.text_columns[0]} texts truncated to fit "
+                    f"max_length={self.recipe.max_length}")
         return self._tokenized[split]
 
     def save_validation_predictions(self, model_name: str, trainer: NLITrainer | None = None) -> None:
@@ -277,14 +278,14 @@ class NLIRun(PipelineRun):
                                    "--learning_rate, then start again with --overwrite or a new --run_name")
         if not self.state.is_main_process:
             return
-        rows = self.rows[split]
+        rows, labels, columns = self.rows[split], self.recipe.labels, self.recipe.text_columns
         gold = [row["label"] for row in rows]
-        predicted = [NLI_LABELS[i] for i in predictions.argmax(-1)]
+        predicted = [labels[i] for i in predictions.argmax(-1)]
         folder = folder or self.eval_dir(split) / model_name
-        atomic_write_json(folder / "metrics.json", classification_metrics(gold, predicted, NLI_LABELS))
+        atomic_write_json(folder / "metrics.json", classification_metrics(gold, predicted, labels, predictions))
         atomic_write_text(folder / "predictions.csv", to_csv([
-            {"premise": row["premise"], "hypothesis": row["hypothesis"], "gold": row["label"], "pred": label,
-             **{f"p_{name}": round(float(p), 4) for name, p in zip(NLI_LABELS, probs)}}
+            {**{column: row[column] for column in columns}, "gold": row["label"], "pred": label,
+             **{f"p_{name}": round(float(p), 4) for name, p in zip(labels, probs)}}
             for row, label, probs in zip(rows, predicted, predictions)
         ]))
 
@@ -298,16 +299,16 @@ class NLIRun(PipelineRun):
                 "eval_rows": {split: len(self.rows[split]) for split in self.recipe.test_splits}}
 
 
-def plan_train_rows(recipe: NLIRecipe) -> int | None:
+def plan_train_rows(recipe: ClassificationRecipe) -> int | None:
     """The training rows for the run plan: counted where the data is local, else as the recipe plans them."""
     return len(load_nli_split(recipe, recipe.train_split)) if local_data(recipe) else planned_train_rows(recipe)
 
 
-def local_data(recipe: NLIRecipe) -> bool:
+def local_data(recipe: ClassificationRecipe) -> bool:
     return recipe.dataset in STARTER_SETS or Path(recipe.dataset).expanduser().exists()
 
 
-def plan_eval_rows(recipe: NLIRecipe) -> int | None:
+def plan_eval_rows(recipe: ClassificationRecipe) -> int | None:
     """Rows scored over the run, at most: each test split before and after training, the validation rows
     at every save (None when a split's size is known only from the data)."""
     if local_data(recipe):
@@ -326,7 +327,7 @@ def plan_eval_rows(recipe: NLIRecipe) -> int | None:
 
 
 def predict(trainer: NLITrainer, dataset, name: str = "") -> np.ndarray:
-    """The 3-way label probabilities for every row, in the dataset's order (gathered from all processes);
+    """The label probabilities for every row, in the dataset's order (gathered from all processes);
     trackers log the metrics as test/<name>_accuracy etc.
 
     Rows are scored longest first, so each batch holds prompts of similar lengths and carries little
@@ -344,11 +345,11 @@ def longest_first(dataset) -> np.ndarray:
 
 
 def write_side_by_side(folder: Path) -> None:
-    """eval/<split>/predictions.csv: premise, hypothesis, gold and each model's prediction and probability."""
+    """eval/<split>/predictions.csv: the text columns, gold and each model's prediction and probability."""
     per_model = {name: read_csv(folder / name / "predictions.csv") for name in MODELS}
     rows = []
     for baseline, finetuned in zip(per_model["baseline"], per_model["finetuned"], strict=True):
-        row = {"premise": baseline["premise"], "hypothesis": baseline["hypothesis"], "gold": baseline["gold"]}
+        row = {column: baseline[column] for column in row_key_columns(baseline)}
         for name, prediction in (("baseline", baseline), ("finetuned", finetuned)):
             row[f"{name}_pred"] = prediction["pred"]
             row[f"{name}_prob"] = prediction[f"p_{prediction['pred']}"]

@@ -31,7 +31,6 @@ from typing import Any, NamedTuple
 
 from tunelab.rundir import write_jsonl
 
-LABELS = ("entailment", "neutral", "contradiction")
 SPLITS = ("train", "validation", "test")
 PREMISES_PER_PHENOMENON = {"train": 20, "validation": 5, "test": 5}
 

@@ -3,7 +3,7 @@
 Instead of the language-model loss over the whole prompt, the loss is cross-entropy over the
 scores of the label words (" entailment", " neutral", " contradiction") right after
 "Relationship:". Evaluation reads the same scores, so every prediction is a valid label, no
-text is generated, and the predictions are 3-way probabilities.
+text is generated, and the predictions are probabilities over the labels (any number of them).
 
 Two ways to score a label word:
 - `first_token` (default): the logit of the word's first token. One forward pass per example
@@ -12,8 +12,8 @@ Two ways to score a label word:
 - `sequence`: the summed log-probability of all the word's tokens. One row per example and
   label, for label words that share a first token.
 
-With `head: classifier` the model is a sequence classifier instead (a 3-way linear head on the last
-token, `scoring="classifier"` here): its logits are the scores, and no label word is involved.
+With `head: classifier` the model is a sequence classifier instead (a linear head with an output per label
+on the last token, `scoring="classifier"` here): its logits are the scores, and no label word is involved.
 
 Batches are always padded on the left, whatever the tokenizer's padding side, so the answer
 position is the last one; explicit position ids keep left padding harmless for models with
@@ -31,6 +31,7 @@ from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import has_length
 
+from tunelab.classify.config import CLASSIFIER
 from tunelab.errors import TunelabError
 from tunelab.nli.config import NLIRecipe
 from tunelab.packing import last_positions, model_inputs, tokens_seen
@@ -85,7 +86,7 @@ class NLICollator:
 def label_scores(model, batch: dict[str, torch.Tensor], label_ids: list[list[int]], scoring: str) -> torch.Tensor:
     """(batch, num_labels) scores whose softmax is the predicted label distribution."""
     inputs = model_inputs(batch)  # padded, or packed (tunelab.packing)
-    if scoring == "classifier":  # a sequence-classification model: its head reads the last (real) token
+    if scoring == CLASSIFIER:  # a sequence-classification model: its head reads the last (real) token
         return model(**inputs).logits.float()
     if scoring == "first_token":
         logits = model(**inputs, logits_to_keep=last_positions(batch, 1)).logits.flatten(0, 1)  # a row per example

@@ -41,11 +41,10 @@ from tunelab.metrics import HEADLINE_METRICS, METRIC_NAMES, classification_metri
 from tunelab.report.common import MODEL_LABELS, pct, points, read_metrics
 from tunelab.report.figures import confusion_axes, metrics_bars, new_figure
 from tunelab.report.render import to_markdown
-from tunelab.report.statistics import pair_statistics, validation_folders, write_run_statistics
+from tunelab.report.statistics import pair_statistics, row_keys, validation_folders, write_run_statistics
 from tunelab.rundir import atomic_write, atomic_write_text
 
 COMBINED = "all splits"
-ROW_COLUMNS = ("premise", "hypothesis", "gold")
 CSV_HEADER = ["split", "rows", "metric", "baseline", "finetuned", "absolute_change", "relative_change",
               "change_low", "change_high", "mcnemar_p"]
 INTERVAL_HEADER = ["split", "rows", "metric", "baseline", "fine-tuned", "change", "McNemar p"]
@@ -153,7 +152,7 @@ def pair_splits(baseline: dict[str, Path], finetuned: dict[str, Path]) -> dict[s
 
 
 def check_same_rows(split: str, baseline: Path, finetuned: Path) -> None:
-    """Refuse unless both models were scored on the same rows (premise, hypothesis, gold; any order)."""
+    """Refuse unless both models were scored on the same rows (text columns and gold; any order)."""
     before, after = _row_keys(baseline / "predictions.csv"), _row_keys(finetuned / "predictions.csv")
     surplus = Counter(before)
     surplus.subtract(after)
@@ -161,7 +160,7 @@ def check_same_rows(split: str, baseline: Path, finetuned: Path) -> None:
     if differ:
         raise TunelabError(
             f"refusing to compare split {split}: the baseline has {len(before):,} rows and the fine-tuned model "
-            f"{len(after):,}, and {differ:,} of them differ (premise, hypothesis or gold label): evaluate both "
+            f"{len(after):,}, and {differ:,} of them differ (a text or the gold label): evaluate both "
             "models on the same rows (a run keeps its rows in RUN_DIR/data/<split>.jsonl)")
 
 
@@ -171,11 +170,10 @@ def _row_keys(path: Path) -> list[tuple[str, ...]]:
                            "were evaluated on the same rows")
     with path.open(encoding="utf-8", newline="") as file:
         reader = csv.DictReader(file)
-        missing = [column for column in ROW_COLUMNS if column not in (reader.fieldnames or [])]
-        if missing:
-            raise TunelabError(f"{path} lacks the columns {', '.join(missing)}: it must be a model's predictions.csv "
-                               "(premise, hypothesis, gold, pred)")
-        return [tuple(row[column] for column in ROW_COLUMNS) for row in reader]
+        if "gold" not in (reader.fieldnames or []):
+            raise TunelabError(f"{path} lacks the column gold: it must be a model's predictions.csv "
+                               "(the text columns, gold, pred)")
+        return row_keys(list(reader))
 
 
 # ---------------------------------------------------------------- statistics
@@ -241,6 +239,9 @@ def changes(baseline: dict, finetuned: dict) -> dict:
     values = {metric: (baseline[metric], finetuned[metric]) for metric in HEADLINE_METRICS}
     for label in baseline["labels"]:
         values[f"f1_{label}"] = (baseline["per_class"][label]["f1"], finetuned["per_class"][label]["f1"])
+    auc = tuple((metrics.get("positive_class") or {}).get("roc_auc") for metrics in (baseline, finetuned))
+    if None not in auc:  # a binary task scored with probabilities (pooled splits have none)
+        values["roc_auc"] = auc
     return {"rows": baseline["n"], **{
         metric: {"baseline": before, "finetuned": after, "absolute": after - before,
                  "relative": (after - before) / before if before else None}

@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from tunelab import __version__
+from tunelab.classify.config import CLASSIFIER
 from tunelab.errors import TunelabError
 from tunelab.metrics import HEADLINE_METRICS, METRIC_NAMES, change_categories
 from tunelab.report.common import (
@@ -40,7 +41,7 @@ from tunelab.report.common import (
 )
 from tunelab.report.figures import confusion_axes, metrics_bars, new_figure, reliability_figure
 from tunelab.report.render import write_documents
-from tunelab.report.statistics import split_statistics
+from tunelab.report.statistics import row_key_columns, split_statistics
 from tunelab.rundir import MODELS
 
 CATEGORIES = {
@@ -49,8 +50,8 @@ CATEGORIES = {
     "regressed": "baseline right, fine-tuned wrong",
     "kept": "both right",
 }
-PREDICTION_COLUMNS = (
-    "premise", "hypothesis", "gold", "baseline_pred", "baseline_prob", "finetuned_pred", "finetuned_prob",
+PREDICTION_COLUMNS = (  # after the text columns (NLI: premise, hypothesis)
+    "gold", "baseline_pred", "baseline_prob", "finetuned_pred", "finetuned_prob",
 )
 
 
@@ -91,7 +92,8 @@ def _load_splits(eval_dir: Path) -> list[Split]:
 
 
 def read_predictions(path: Path) -> list[dict] | None:
-    """The rows of a run's eval/<split>/predictions.csv (PREDICTION_COLUMNS), or None when it is missing."""
+    """The rows of a run's eval/<split>/predictions.csv (text columns, then PREDICTION_COLUMNS), or None when it
+    is missing."""
     if not path.is_file():
         return None
     with path.open(encoding="utf-8", newline="") as file:
@@ -143,7 +145,7 @@ def _title_blocks(run: Run) -> list[tuple]:
     return [
         ("heading", 1, f"tunelab report: {recipe} ({model})"),
         ("paragraph", f"Pretrained baseline versus the fine-tuned model, on the same evaluation rows. "
-                      f"{CLASSIFIER_BASELINE if info.get('head') == 'classifier' else ''}"
+                      f"{CLASSIFIER_BASELINE if info.get('head') == CLASSIFIER else ''}"
                       f"Run {run.directory.name}, started {info.get('started', NOT_RECORDED)}; "
                       f"report by tunelab {__version__}."),
         ("heading", 2, "Headline"),
@@ -203,20 +205,21 @@ def _split_blocks(split: Split, max_examples: int, figures: dict[str, Figure]) -
         *_statistics_blocks(split, figures),
         ("heading", 3, "Per class (baseline → fine-tuned)"),
         ("table", ["class", "support", "precision", "recall", "F1"], _per_class_rows(before, after)),
+        *_positive_class_blocks(before, after),
         ("image", confusion_png, f"{split.name}: confusion matrices, rows = gold, columns = predicted"),
         *_failure_blocks(split, max_examples),
     ]
 
 
 def _statistics_blocks(split: Split, figures: dict[str, Figure]) -> list[tuple]:
-    """Confidence intervals, McNemar's test and calibration, from the models' 3-way probabilities."""
+    """Confidence intervals, McNemar's test and calibration, from the models' probabilities over the labels."""
     from tunelab.report.compare import interval_blocks
 
     blocks: list[tuple] = [("heading", 3, "How sure: intervals, significance, calibration")]
     statistics = split.statistics
     if statistics is None:
         return blocks + [("paragraph", f"eval/{split.name}/{{baseline,finetuned}}/predictions.csv with the "
-                                       f"3-way probabilities {NOT_RECORDED}: no intervals or calibration "
+                                       f"label probabilities {NOT_RECORDED}: no intervals or calibration "
                                        f"(written by {PRODUCER}).")]
     calibration = statistics["calibration"]
     reliability_png = f"reliability_{split.name}.png"
@@ -224,7 +227,7 @@ def _statistics_blocks(split: Split, figures: dict[str, Figure]) -> list[tuple]:
     return [
         *blocks,
         *interval_blocks({split.name: statistics}),
-        ("paragraph", f"Calibration of the 3-way probabilities: expected calibration error (ECE) over "
+        ("paragraph", f"Calibration of the {len(statistics['labels'])}-way probabilities: expected calibration error (ECE) over "
                       f"{calibration['binning']}, in points; Brier score summed over the classes (0 best, 2 worst)."),
         ("table", ["model", "ECE", "Brier", *_scaled_header(calibration)],
          [[name, f"{100 * calibration[model]['ece']:.1f}", f"{calibration[model]['brier']:.3f}",
@@ -257,6 +260,19 @@ def _per_class_rows(before: dict, after: dict) -> list[list[str]]:
     return rows
 
 
+def _positive_class_blocks(before: dict, after: dict) -> list[tuple]:
+    """A binary task's positive class: precision, recall, F1 and ROC-AUC (from the probabilities)."""
+    if "positive_class" not in before or "positive_class" not in after:
+        return []
+    old, new = before["positive_class"], after["positive_class"]
+    cells = [f"{pct(old[k])} → {pct(new[k])}" for k in ("precision", "recall", "f1")]
+    auc = (f"{old['roc_auc']:.3f} → {new['roc_auc']:.3f}" if None not in (old["roc_auc"], new["roc_auc"])
+           else f"{NOT_RECORDED} (one gold class only)")
+    return [("paragraph", f"Positive class {old['label']!r} (baseline → fine-tuned); ROC-AUC from the "
+                          "probabilities of that class."),
+            ("table", ["class", "precision", "recall", "F1", "ROC-AUC"], [[old["label"], *cells, auc]])]
+
+
 def _failure_blocks(split: Split, max_examples: int) -> list[tuple]:
     blocks: list[tuple] = [("heading", 3, "What changed, example by example")]
     rows = split.predictions
@@ -277,9 +293,10 @@ def _failure_blocks(split: Split, max_examples: int) -> list[tuple]:
         blocks.append(("heading", 4, f"{name.capitalize()} ({CATEGORIES[name]}): "
                                      f"{len(examples)} of {counts[name]:,} shown"))
         if examples:
-            blocks.append(("table", ["premise", "hypothesis", "gold", "baseline", "fine-tuned"],
-                           [[r["premise"], r["hypothesis"], r["gold"], _prediction(r, "baseline"),
-                             _prediction(r, "finetuned")] for r in examples]))
+            columns = row_key_columns(examples[0])
+            blocks.append(("table", [*columns, "baseline", "fine-tuned"],
+                           [[*(r[c] for c in columns), _prediction(r, "baseline"), _prediction(r, "finetuned")]
+                            for r in examples]))
     return blocks
 
 

@@ -1,6 +1,7 @@
 """The statistics of a baseline/fine-tuned pair of evaluations (tunelab.stats), read from and written to files.
 
-Each model's predictions.csv (premise, hypothesis, gold, pred, p_<label> per label) holds what they
+Each model's predictions.csv (the text columns, e.g. premise and hypothesis, then gold, pred and p_<label> per
+label) holds what they
 need. A run's report stage writes them to RUN_DIR/eval/<split>/statistics.json; `tunelab compare`
 writes them, per split and pooled, to its statistics.json. When RUN_DIR/calibration/<model>/predictions.csv
 holds the validation split's predictions (the recipe's `temperature_scaling`), a temperature fitted
@@ -17,7 +18,6 @@ import numpy as np
 from tunelab.rundir import MODELS, atomic_write_json, read_csv
 from tunelab.stats import paired_statistics
 
-KEY = ("premise", "hypothesis", "gold")
 CALIBRATION_DIR = "calibration"
 
 
@@ -28,9 +28,20 @@ def model_rows(folder: Path) -> list[dict] | None:
         return None
     rows = read_csv(path)
     labels = probability_labels(rows)
-    if not rows or not labels or not all(column in rows[0] for column in (*KEY, "pred")):
+    if not rows or not labels or not all(column in rows[0] for column in ("gold", "pred")):
         return None
     return rows
+
+
+def row_key_columns(row: dict) -> list[str]:
+    """The columns that identify a predictions.csv row: the text columns before `gold`, and `gold`."""
+    columns = list(row)
+    return columns[:columns.index("gold") + 1] if "gold" in columns else []
+
+
+def row_keys(rows: list[dict]) -> list[tuple[str, ...]]:
+    columns = row_key_columns(rows[0]) if rows else []
+    return [tuple(row[column] for column in columns) for row in rows]
 
 
 def probability_labels(rows: list[dict]) -> list[str]:
@@ -48,14 +59,14 @@ def as_arrays(rows: list[dict], labels: list[str]) -> tuple[np.ndarray, np.ndarr
 
 def pair_statistics(pairs: list[tuple[Path, Path]], validation: dict[str, Path] | None = None) -> dict | None:
     """Statistics over the rows of one or more (baseline folder, fine-tuned folder) pairs pooled; None when a
-    predictions.csv is missing or lacks the probabilities. Rows are paired by premise, hypothesis and gold."""
+    predictions.csv is missing or lacks the probabilities. Rows are paired by their text columns and gold."""
     baseline, finetuned = [], []
     for before, after in pairs:
         rows = model_rows(before), model_rows(after)
         if rows[0] is None or rows[1] is None:
             return None
-        if [tuple(r[k] for k in KEY) for r in rows[0]] != [tuple(r[k] for k in KEY) for r in rows[1]]:
-            rows = tuple(sorted(side, key=lambda r: tuple(r[k] for k in KEY)) for side in rows)
+        if row_keys(rows[0]) != row_keys(rows[1]):
+            rows = tuple(sorted(side, key=lambda r: tuple(r[k] for k in row_key_columns(r))) for side in rows)
         baseline += rows[0]
         finetuned += rows[1]
     labels = probability_labels(baseline)
