@@ -23,7 +23,7 @@ def test_tunelab_settings_prints_every_family_and_setting(capsys):
     main(["settings", "--markdown"])
     page = capsys.readouterr().out
     assert page == settings_markdown()
-    for family in ("Recipe", "NLIRecipe", "ChatRecipe"):
+    for family in ("Recipe", "ClassificationRecipe", "NLIRecipe", "ChatRecipe"):
         assert f"## {family}" in page
     assert "| `--learning_rate` | `float` | `0.0002` | peak learning rate |" in page
     assert "| `--bnb_4bit_quant_storage` | `str \\| None` | `none` |" in page  # a pipe stays inside its cell
@@ -31,7 +31,8 @@ def test_tunelab_settings_prints_every_family_and_setting(capsys):
     assert "| `--save_strategy` | `str` | `steps` (`epoch` in Recipe) |" in page
     main(["settings"])
     text = capsys.readouterr().out
-    assert "--label_words list[str] (default: entailment,neutral,contradiction)" in text
+    assert ("--label_words list[str] | None (default: entailment,neutral,contradiction; none in "
+            "ClassificationRecipe)") in text
 
 
 def test_a_new_recipe_family_and_its_settings_appear_without_edits():
