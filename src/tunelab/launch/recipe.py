@@ -57,7 +57,7 @@ def run_file(path: str, argv: list[str]) -> Path | None:
 
 def pipeline_for(recipe: Recipe):
     """The pipeline module that runs `recipe`: its `main(recipe)` runs the stages, its `plan_train_rows(recipe)`
-    counts the training rows for the plan."""
+    and `plan_eval_rows(recipe)` count the rows a plan's estimates need."""
     if isinstance(recipe, ChatRecipe):
         from tunelab.chat import pipeline
     elif isinstance(recipe, ClassificationRecipe):  # NLI included: the classification pipeline is NLI's, made general
@@ -74,5 +74,6 @@ def print_plan(recipe: Recipe, pipeline, command: list[str]) -> None:
     from tunelab.launch.plan import build_plan, format_plan
     from tunelab.pipeline import process_state
 
-    say(format_plan(build_plan(recipe, world_size=process_state().num_processes, train_rows=pipeline.plan_train_rows(recipe),
-                               eval_rows=pipeline.plan_eval_rows(recipe), argv=command)))
+    plan = build_plan(recipe, world_size=process_state().num_processes, train_rows=pipeline.plan_train_rows(recipe),
+                      eval_rows=pipeline.plan_eval_rows(recipe), argv=command)
+    say(format_plan(plan))
