@@ -116,15 +116,15 @@ def commands(page: Path) -> list[tuple[list[str], bool]]:
 
 def _segments(words: list[str]) -> list[list[str]]:
     """The commands of a chain, without environment assignments, redirections and [ ] around options."""
-    segments, current, skip = [], [], False
+    segments, current, drop_next = [], [], False
     for word in words:
-        if skip:
-            skip = False
+        if drop_next:
+            drop_next = False
         elif word in ("&&", "||", ";", "|"):
             segments.append(current)
             current = []
         elif word in (">", ">>", "<", "2>", "2>&1"):
-            skip = word != "2>&1"
+            drop_next = word != "2>&1"
         elif current:
             current.append(word.strip("[]") if word.startswith("[") or word.endswith("]") else word)
         elif not re.match(r"^[A-Z_][A-Z0-9_]*=", word):

@@ -110,7 +110,7 @@ def test_progress_adds_timings_and_the_pipelines_figures_and_run_info_names_the_
     assert progress["eval_rows"] == {"held-out conversations": 1} and progress["chat_format"] == CHAT_INFO
     assert progress["monitoring"] == {"train_steps": 4} and progress["memory"]["peak_bytes"] > 0
     info = json.loads((run.dir / "run_info.json").read_text())
-    assert list(info)[:5] == ["task", "recipe", "model", "dataset", "language"]
+    assert list(info)[:6] == ["task", "recipe", "model", "dataset", "method", "language"]
     assert (info["task"], info["recipe"], info["language"]) == ("chat", "chat", "en")
     assert info["monitoring"] == {"train_steps": 4} and info["hardware"]["device"] in ("cpu", "cuda")
     assert "torch" in info["software"]

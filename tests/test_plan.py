@@ -237,6 +237,8 @@ def sbatch_test_only(cluster, sbatch):
                                   ["--profile", "zero3", "--gpus", "16", "--learning_rate", "1e-4"]])
 def test_the_printed_sbatch_line_is_accepted_by_slurm(gpu_cluster, argv):
     if len(gpu_cluster.idle_nodes) < 2:
+        if os.environ.get("TUNELAB_REQUIRE_SLURM") == "1":
+            pytest.fail(f"only one test node could start: {gpu_cluster.node_failures}")
         pytest.skip(f"only one test node could start: {gpu_cluster.node_failures}")
     sbatch = shlex.split(plan_for(argv)["commands"]["sbatch"])
     result = sbatch_test_only(gpu_cluster, sbatch)

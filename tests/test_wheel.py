@@ -111,7 +111,7 @@ def test_the_installed_wheel_plans_runs_launches_and_inits_from_an_empty_folder(
     packaged_config = f"{tmp_path / 'venv'}/lib/python{sys.version_info.major}.{sys.version_info.minor}/" \
                       "site-packages/tunelab/packaged/accelerate_configs/cpu.yaml"
     assert f"--config_file {packaged_config}" in launch.stdout + launch.stderr
-    assert "Run plan for runs/planned (profile cpu, 1 process(es))" in launch.stdout, launch.stdout[-2000:]
+    assert "Run plan for runs/planned on this machine (profile cpu); 1 process(es)" in launch.stdout, launch.stdout[-2000:]
 
     init = in_empty_folder(python, folder, tunelab, "init", "project")
     assert init.returncode == 0, init.stderr

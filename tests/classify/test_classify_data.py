@@ -90,7 +90,7 @@ def test_the_default_prompt_names_the_columns():
     (["--labels", "good"], "labels needs at least two names"),
     (["--labels", "bad,good,bad"], "labels must all differ, but bad appears more than once"),
     (["--prompt_template", "Review: {review} Title: {title}\nSentiment:"],
-     "prompt_template has the slot(s) {title} but text_columns is review"),
+     "prompt_template has {title}, which no column fills (text_columns: review)"),
     (["--label_words", "no,yes,maybe"], "label_words needs 2 words, one for each of bad, good"),
 ])
 def test_settings_errors(argv, message, tmp_path):

@@ -117,7 +117,7 @@ class ClassificationRecipe(Recipe):
             (self.label_scoring in ("first_token", "sequence"),
              f"label_scoring must be 'first_token' or 'sequence', not {self.label_scoring!r}"),
             (self.head in HEADS, f"head must be one of {', '.join(HEADS)}, not {self.head!r}"),
-            (self.head != CLASSIFIER or "lm_head" not in self.lora_target_modules,
+            (self.head != CLASSIFIER or self.method != "lora" or "lm_head" not in self.lora_target_modules,
              "lora_target_modules names lm_head, which --head classifier replaces by a new head: remove lm_head"),
             (not self.padding_free or (self.label_scoring, self.head) == ("first_token", "label_words"),
              "padding_free packs rows for label_scoring first_token with head label_words only: "

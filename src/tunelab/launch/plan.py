@@ -311,11 +311,11 @@ def cheapest_fitting_setting(recipe, shape: ModelShape, target: Target) -> tuple
 def cheaper_settings(recipe):
     """Settings that need less memory on the same GPUs, cheapest first: a smaller per-device batch with more
     accumulation (the same effective batch and results), then gradient checkpointing (a third more compute),
-    then 4-bit base weights (QLoRA: other numerics), each with the smaller batches."""
+    then 4-bit base weights (QLoRA: other numerics; LoRA only), each with the smaller batches."""
     extras = [{}]
     if not recipe.gradient_checkpointing:
         extras.append({"gradient_checkpointing": True})
-    if not recipe.load_in_4bit:
+    if not recipe.load_in_4bit and recipe.method == "lora":
         extras += [{**extra, "load_in_4bit": True} for extra in extras]
     for extra in extras:
         for batch in _smaller_batches(recipe.per_device_train_batch_size, recipe.gradient_accumulation_steps):

@@ -326,8 +326,8 @@ def _read_split(dataset: str, config: str | None, split: str, setting: str = "da
     if dataset in STARTER_SETS:
         return read_jsonl(_split_file(starter_data_dir(dataset), split))
     path = Path(dataset).expanduser()
-    if path.is_dir() and any(next(path.glob(f"*{suffix}"), None) for suffix in DATA_SUFFIXES):
-        return read_rows(_split_file(path, split))
+    if path.is_dir() and (not any(path.iterdir()) or any(next(path.glob(f"*{s}"), None) for s in DATA_SUFFIXES)):
+        return read_rows(_split_file(path, split))  # an empty folder is named for the files it lacks
     if path.is_dir():  # a local copy of a Hub dataset: its files in the Hub's layout (data/train-*.parquet, ...)
         return _load_from_hub(str(path), config, split)
     if path.suffix in DATA_SUFFIXES or dataset.startswith((".", "/", "~")):
