@@ -246,3 +246,16 @@ def test_the_printed_sbatch_line_is_accepted_by_slurm(gpu_cluster, argv):
     assert "to start at" in result.stderr
     too_many = [f"--gpus-per-node={9}" if arg.startswith("--gpus-per-node=") else arg for arg in sbatch]
     assert sbatch_test_only(gpu_cluster, too_many).returncode != 0, "the cluster checks what a line asks for"
+
+
+def test_a_chat_plan_counts_examples_at_the_chat_recipes_own_length():
+    """Chat conversations are cut at max_length, not at a classification prompt's length: the memory and the
+    time a chat plan estimates grow with it."""
+    chat = runpy.run_path(str(ROOT / "recipes" / "phi2_oasst1.py"))["RECIPE"]
+    plans = {length: build_plan(parse_recipe(chat, ["--profile", "a40", "--max_length", str(length), "--dry_run"]),
+                                train_rows=1000) for length in (512, 1024)}
+    assert [plans[length]["tokens_per_example"] for length in (512, 1024)] == [512, 1024]
+    assert plans[1024]["memory"]["activations_gib"] == pytest.approx(2 * plans[512]["memory"]["activations_gib"])
+    assert plans[1024]["time"]["train_s"] == pytest.approx(2 * plans[512]["time"]["train_s"])
+    assert "at 1024 tokens per example" in format_plan(plans[1024])
+    assert build_plan(parse_recipe(PHI2_SNLI, ["--dry_run"]))["tokens_per_example"] == TYPICAL_TOKENS

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from tunelab.chat.config import ChatRecipe
 from tunelab.errors import TunelabError
 from tunelab.flops import non_embedding_parameters, peak_flops, training_flops_per_token
 from tunelab.launch.accelerate import accelerate_command
@@ -32,7 +33,7 @@ from tunelab.profiles import PROFILES, STRATEGIES, Gpu, Profile, get_profile, pl
 from tunelab.resources import find_file
 from tunelab.runtime.precision import compute_dtype
 
-TYPICAL_TOKENS = 128  # an NLI prompt is 40-120 tokens; the estimate assumes this many per example
+TYPICAL_TOKENS = 128  # a classification prompt (NLI: 40-120 tokens); chat examples count at their max_length
 MEMORY_CLASSES_GIB = (8, 16, 24, 40, 48, 80)
 GPU_COUNTS = (1, 2, 4, 8)
 KNOWN_HUB_CONFIGS = {"microsoft/phi-2": "phi-2", "gpt2-large": "gpt2-large", "openai-community/gpt2-large": "gpt2-large"}
@@ -93,6 +94,7 @@ def build_plan(recipe, world_size: int = 1, train_rows: int | None = None, eval_
         "gradient_checkpointing": recipe.gradient_checkpointing,
         "load_in_4bit": recipe.load_in_4bit,
         "method": recipe.method,
+        "tokens_per_example": tokens_per_example(recipe),
         "train_rows": train_rows,
         "optimizer_steps": optimizer_steps(recipe, train_rows, world_size),
     }
@@ -173,8 +175,14 @@ def dtype_bytes(recipe) -> float:
     return torch.finfo(compute_dtype(recipe.precision)).bits / 8
 
 
+def tokens_per_example(recipe) -> int:
+    """Tokens an estimate assumes per example: a classification prompt's typical length, or for chat the
+    recipe's max_length (conversations are cut there, and many reach it)."""
+    return recipe.max_length if isinstance(recipe, ChatRecipe) else min(TYPICAL_TOKENS, recipe.max_length)
+
+
 def activation_bytes(recipe, shape: ModelShape) -> float:
-    tokens = recipe.per_device_train_batch_size * min(TYPICAL_TOKENS, recipe.max_length)
+    tokens = recipe.per_device_train_batch_size * tokens_per_example(recipe)
     per_token_per_layer = 2 if recipe.gradient_checkpointing else 34  # bytes per hidden unit (Korthikanti et al.)
     return tokens * shape.hidden * shape.layers * per_token_per_layer * dtype_bytes(recipe) / 2
 
@@ -365,11 +373,12 @@ def time_estimate(recipe, shape: ModelShape, target: Target, plan: dict, eval_ro
                  else min(shape.trained, shape.non_embedding))  # full and freeze: as many weights trained in the layers
     frozen = shape.non_embedding if recipe.method == "lora" else shape.non_embedding - trainable
     per_token = training_flops_per_token(frozen, trainable, recipe.gradient_checkpointing)
-    train_s = trained_examples * TYPICAL_TOKENS * per_token / speed
+    tokens = tokens_per_example(recipe)
+    train_s = trained_examples * tokens * per_token / speed
     forward = 2 * (frozen + trainable)
-    eval_s = eval_rows * TYPICAL_TOKENS * forward / speed if eval_rows is not None else None
+    eval_s = eval_rows * tokens * forward / speed if eval_rows is not None else None
     return {"train_s": train_s, "eval_s": eval_s, "total_s": train_s + (eval_s or 0.0),
-            "note": f"an estimate: FLOPs at {TYPICAL_TOKENS} tokens per example ({per_token / 1e9:.1f} GFLOPs per "
+            "note": f"an estimate: FLOPs at {tokens} tokens per example ({per_token / 1e9:.1f} GFLOPs per "
                     f"trained token, tunelab.flops) over {target.count} × the dense peak at an assumed "
                     f"{ASSUMED_MFU:.0%} MFU; {assumed.removeprefix('MFU assumes ')}"}
 
@@ -471,7 +480,7 @@ def _memory_lines(plan: dict) -> list[str]:
     lines = [
         f"  expected peak memory {peak}; one process holds weights {memory['weights_gib']:.1f}, "
         f"training state {memory['training_state_gib']:.2f}, activations {memory['activations_gib']:.1f} GiB "
-        f"at {TYPICAL_TOKENS} tokens per example; {memory['parameters']:,} parameters, "
+        f"at {plan['tokens_per_example']} tokens per example; {memory['parameters']:,} parameters, "
         f"{memory['trained_parameters']:,} trained",
         f"  per-GPU memory (GiB) on {' / '.join(map(str, GPU_COUNTS))} GPUs:",
     ]
