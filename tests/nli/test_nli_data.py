@@ -56,8 +56,8 @@ def test_subset_rule_matches_reference_counts():
     gold_rows = list(range(550_152 - 785))
     chosen = subset_rows(gold_rows, 550, 1000)
     assert len(chosen) == 999 and chosen[0] == 0 and chosen[-1] == 998 * 550, "the 1,000 cap is never reached"
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    assert "every 550th train row after dropping the 785 without a gold label (999 rows" in readme
+    recipes_page = (Path(__file__).resolve().parents[2] / "docs" / "recipes.md").read_text(encoding="utf-8")
+    assert "every 550th train row after dropping the 785 without a gold label (999 rows" in recipes_page
     assert subset_rows(list(range(10)), 3, None) == [0, 3, 6, 9]
     assert subset_rows(list(range(10)), 3, 2) == [0, 3]
 
