@@ -1,4 +1,4 @@
-"""The GPU proof (issue 13): every GPU claim of tunelab in one command, figures to JSON and Markdown.
+"""The GPU proof: every GPU claim of tunelab in one command, figures to JSON and Markdown.
 
     python3 benchmarks/gpu/proof.py OUT            # on the GPU machine: the whole proof in under 8 minutes
     python3 benchmarks/gpu/proof.py OUT --cpu      # tiny models, a few steps: what tests/test_gpu_kit.py runs
@@ -437,7 +437,7 @@ def rates_line(monitoring: dict) -> str:
 
 
 def targets_section(figures: dict) -> list[str]:
-    """The issue's targets against what was measured (not measured: said so)."""
+    """The targets against what was measured (not measured: said so)."""
     run = figures.get("phi2_snli", {})
     train = run.get("timings_s", {}).get("train") if run.get("finished") else run.get("extrapolated", {}).get(
         "train_seconds")

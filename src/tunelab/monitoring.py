@@ -158,7 +158,7 @@ class ResourceMonitor(TrainerCallback):
 
     Put it first in the trainer's callbacks (`trainer.callback_handler.callbacks.insert(0, monitor)`):
     its figures are added to the `logs` the later callbacks (W&B, TensorBoard, the progress bar)
-    receive, and to `state.log_history`. `summary` holds the session's peaks and averages after
+    receive, and to `state.log_history`. `summary` holds the run's peaks and averages after
     training; RUN_DIR/monitoring.json holds it with every sample.
     """
 

@@ -231,7 +231,7 @@ class PipelineRun:
         return recipe_to_dict(self.recipe)
 
     def check_before_config(self) -> None:
-        """Hook: refuse what an earlier session left in the run directory, before config.yaml is rewritten."""
+        """Hook: refuse what an earlier start of the run left in its directory, before config.yaml is rewritten."""
 
     def load(self, step: str) -> None:
         """Load `step` of LOAD_STEPS and, first, every step before it; each step runs once per process."""
