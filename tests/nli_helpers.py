@@ -1,10 +1,14 @@
 """Command lines that run the real phi2_snli recipe on a tiny local model and data, sized for a test, and
-the files a run writes, for tests of what reads them."""
+the files a run writes, for tests of what reads them, and a callback that interrupts a run mid-training."""
 
 from __future__ import annotations
 
 import csv
+import os
+import signal
 from pathlib import Path
+
+from transformers import TrainerCallback
 
 from tunelab.report.nli import PREDICTION_COLUMNS
 
@@ -28,3 +32,14 @@ def write_predictions(run_dir: Path, rows: list[tuple], split: str = "test") -> 
         writer.writerow(("premise", "hypothesis", *PREDICTION_COLUMNS))
         writer.writerows(rows)
     return run_dir
+
+
+class SignalAtStep(TrainerCallback):
+    """Sends this process SIGTERM at the end of one optimizer step, as `kill` would mid-run."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -5,18 +5,16 @@ in full, a chat run trained in full (chat and merge), and what `plan` estimates 
 
 import csv
 import json
-import os
 import re
 import runpy
-import signal
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from nli_helpers import tiny_nli_argv
+from nli_helpers import SignalAtStep, tiny_nli_argv
 from tunelab.config import parse_recipe
 from tunelab.errors import TrainingInterrupted, TunelabError
 from tunelab.methods import trained_by_freeze
@@ -52,17 +50,6 @@ def probabilities(model, run_dir: Path, scoring: str = "first_token") -> torch.T
     batch = NLICollator(tokenizer.pad_token_id, label_ids, scoring)(list(dataset))
     with torch.no_grad():
         return label_scores(model.eval(), batch, label_ids, scoring).softmax(-1)
-
-
-class SignalAtStep(TrainerCallback):
-    """Sends this process SIGTERM at the end of one optimizer step, as `kill` would mid-run."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 # ---------------------------------------------------------------------------- bad input, before anything loads

@@ -72,7 +72,7 @@ def test_settings_that_collide_or_fail_at_model_load_stop_before_any_run(tmp_pat
 
 def test_a_damaged_sweep_record_is_named(tmp_path):
     (tmp_path / "sweep.json").write_text('{"recipe": ')
-    with pytest.raises(TunelabError, match=f"{tmp_path / 'sweep.json'} is damaged .*another --sweep_dir"):
+    with pytest.raises(TunelabError, match=f"{tmp_path / 'sweep.json'} could not be read as JSON .*another --sweep_dir"):
         record_sweep(plan_sweep(RECIPE, ["--seed", "1,2"], tmp_path), tmp_path)
 
 

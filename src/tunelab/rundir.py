@@ -66,6 +66,17 @@ def atomic_write_json(path: Path, data: object) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+def read_json(path: Path, expected: type, fix: str):
+    """The JSON value in `path`, which must be an `expected` (dict or list); anything else is one line ending in `fix`."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TunelabError(f"{path} could not be read as JSON ({error}): {fix}") from None
+    if not isinstance(data, expected):
+        raise TunelabError(f"{path} should hold a JSON {'object' if expected is dict else 'array'}: {fix}")
+    return data
+
+
 def prepare_run_dir(run_dir: Path, overwrite: bool, settings: dict, free_to_change: Iterable[str] = ()) -> bool:
     """Refuse a folder tunelab did not make, a finished run, or an unfinished one whose config.yaml differs from
     `settings` in anything but `free_to_change`, unless `overwrite`: then set the old run aside

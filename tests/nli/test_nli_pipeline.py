@@ -4,7 +4,6 @@ import json
 import os
 import re
 import runpy
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
-from nli_helpers import tiny_nli_argv
+from nli_helpers import SignalAtStep, tiny_nli_argv
 from tunelab.config import parse_recipe
 from tunelab.errors import TrainingInterrupted, TunelabError
 from tunelab.nli.pipeline import main
@@ -57,17 +55,6 @@ def test_finished_run_is_not_overwritten(tiny_phi_dir, snli_dir, tmp_path):
     assert (run_dir / "run_info.json").read_text() == before
     main(parse_recipe(RECIPE, [*argv, "--overwrite"]))
     assert (run_dir / "run_info.json").read_text() != before
-
-
-class SignalAtStep(TrainerCallback):
-    """Sends this process SIGTERM at the end of one optimizer step, as `kill` would mid-run."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def test_interrupted_run_resumes_from_last_checkpoint(tiny_phi_dir, snli_dir, tmp_path, capsys):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from tunelab import rundir
 from tunelab.errors import TunelabError
 from tunelab.methods import METHOD_DESCRIPTIONS
 from tunelab.metrics import HEADLINE_METRICS
@@ -53,13 +54,7 @@ def load_run(run_dir: Path) -> Run:
 
 
 def read_json(path: Path, expected: type):
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TunelabError(f"{path} could not be read as JSON ({exc}); rerun {PRODUCER}") from exc
-    if not isinstance(data, expected):
-        raise TunelabError(f"{path} should hold a JSON {expected.__name__}; rerun {PRODUCER}")
-    return data
+    return rundir.read_json(path, expected, f"rerun {PRODUCER}")
 
 
 def read_metrics(path: Path) -> dict:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import re
 from pathlib import Path
 
 from tunelab.config import load_recipe, recipe_file
 from tunelab.console import say
 from tunelab.errors import TunelabError
-from tunelab.rundir import atomic_write_json, is_finished_run
+from tunelab.rundir import atomic_write_json, is_finished_run, read_json
 from tunelab.secrets import redact
 
 NOT_SWEPT = {"report_to"}  # a comma in these is part of one value
@@ -115,13 +114,7 @@ def record_sweep(sweep: dict, sweep_dir: Path) -> bool:
 
 
 def read_sweep(path: Path) -> dict:
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TunelabError(f"{path} is damaged ({error}): restore it, or give another --sweep_dir") from None
-    if not isinstance(saved, dict):
-        raise TunelabError(f"{path} is damaged (not a JSON object): restore it, or give another --sweep_dir")
-    return saved
+    return read_json(path, dict, "restore it, or give another --sweep_dir")
 
 
 def finished(sweep_dir: Path, run: dict) -> bool:
