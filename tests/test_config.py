@@ -46,6 +46,7 @@ def test_yaml_then_command_line(tmp_path):
     (["--lora_r", "0"], "lora_r must be at least 1"),
     (["--lora_dropout", "1.0"], "lora_dropout must be in [0, 1)"),
     (["--precision", "fp8"], "precision must be one of"),
+    (["--attn_implementation", "flash"], "attn_implementation must be one of auto, sdpa, eager, flash_attention_2"),
     (["--run_name", "../elsewhere"], "plain folder name"),
     (["--label_words", "yes,no"], "label_words needs 3 words"),
     (["--neftune_noise_alpha", "0"], "neftune_noise_alpha must be > 0 (or none), not 0.0"),

@@ -29,6 +29,7 @@ from tunelab.methods import ignored_lora_settings, method_problems
 from tunelab.resources import find_file
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+ATTENTION_KERNELS = ("auto", "sdpa", "eager", "flash_attention_2")  # transformers' attn_implementation, or its default
 STAGES = ("baseline", "train", "evaluate", "report")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -90,6 +91,10 @@ class Recipe:
         "group": "model", "help": f"compute precision: {', '.join(PRECISIONS)} (auto: bf16 on GPUs that have it, else fp16; "
                                   "on a CPU, bf16 for one process where it measures faster than fp32, which needs "
                                   "AVX512-BF16 or AMX; else fp32)"})
+    attn_implementation: str = field(default="auto", metadata={
+        "group": "model", "help": f"attention kernel: {', '.join(ATTENTION_KERNELS)} (auto: the model's default, "
+                                  "SDPA for most; eager trains short prompts faster on a CPU in bf16, see "
+                                  "docs/performance.md)"})
     gradient_checkpointing: bool = field(default=False, metadata={
         "group": "model", "help": "recompute activations in the backward pass: less memory, slower steps"})
 
@@ -178,6 +183,8 @@ class Recipe:
             (not unknown_stages and self.stages,
              f"stages {unknown_stages or '[]'} not understood: choose from {', '.join(STAGES)}"),
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"),
+            (self.attn_implementation in ATTENTION_KERNELS, f"attn_implementation must be one of "
+                                                            f"{', '.join(ATTENTION_KERNELS)}, not {self.attn_implementation!r}"),
             (self.report_to == "none" or all(n.strip() in ("wandb", "tensorboard") for n in self.report_to.split(",")),
              f"report_to must be none, wandb, tensorboard or wandb,tensorboard, not {self.report_to!r}"),
             (self.bnb_4bit_quant_storage in (None, "uint8", "bf16", "fp16", "fp32"),

@@ -90,6 +90,8 @@ def load_pretrained(recipe: Recipe, vocab_size: int | None = None, num_labels: i
             bnb_4bit_compute_dtype=dtype,
             bnb_4bit_quant_storage=quant_storage(recipe, dtype),
         )
+    if recipe.attn_implementation != "auto":
+        kwargs["attn_implementation"] = recipe.attn_implementation
     path = resolve_model_path(recipe.model_name_or_path, recipe.allow_pickle)
     if num_labels is not None:
         kwargs["num_labels"] = num_labels

@@ -49,6 +49,8 @@ VARIANTS = {variant.name: variant for variant in (
             merge_lora=False),
     replace(TUNELAB, name="score_one_row", changes="tunelab, evaluation one row at a time", eval_batch_size=1),
     replace(TUNELAB, name="eager_attention", changes="tunelab, eager attention instead of SDPA", attention="eager"),
+    replace(TUNELAB, name="sdpa_attention", changes="tunelab, SDPA attention (PyTorch's fused kernels)",
+            attention="sdpa"),
     replace(TUNELAB, name="bf16_autocast", changes="tunelab, bf16 autocast", autocast_bf16=True),
     replace(TUNELAB, name="torch_compile", changes="tunelab, torch.compile(dynamic=True)", compile=True),
     replace(TUNELAB, name="batch_x2", changes="tunelab, twice the batch size", batch_scale=2),
