@@ -363,3 +363,12 @@ def test_report_has_the_monitoring_table_and_memory_plot(tmp_path):
     assert "Note: NVML cannot report utilisation" in report
     assert "![memory by training step, per device](memory.png)" in report
     assert (tmp_path / "report" / "memory.png").stat().st_size > 1000
+
+
+def test_a_model_held_in_bf16_without_autocast_is_measured_against_the_bf16_peak(tmp_path):
+    """LoRA over bf16 weights trains on a CPU without autocast (args.bf16 false): its matmuls still run in bf16."""
+    asked = []
+    monitor = ResourceMonitor(tmp_path, clock=Clock(), cpu_peak=lambda dtype: asked.append(dtype) or (4e11, "peak"))
+    monitor.on_train_begin(training_args("cpu", bf16=False), trainer_state(), None, model=meta_model().bfloat16())
+    monitor.on_train_begin(training_args("cpu", bf16=False), trainer_state(), None, model=meta_model())
+    assert asked == [torch.bfloat16, torch.float32]

@@ -184,7 +184,7 @@ class ResourceMonitor(TrainerCallback):
         if model is not None:
             checkpointing = args.gradient_checkpointing or _checkpointing(model)
             self.flops_per_token, self.flops_counting = flops_per_token(model, checkpointing)
-        dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
+        dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else weights_dtype(model)
         if self.probe.devices or state.is_world_process_zero:  # a CPU's peak is measured by rank 0 alone
             self.peak_flops, self.peak_assumed = peak_flops(self.probe.device_name(), dtype, self._cpu_peak)
         self._window, self._totals = None, {"steps": 0, "seconds": 0.0, "tokens": 0}
@@ -302,6 +302,12 @@ class ResourceMonitor(TrainerCallback):
         from tunelab.rundir import atomic_write_json
 
         atomic_write_json(self.path, {"summary": self.summary, "samples": self.samples})
+
+
+def weights_dtype(model) -> torch.dtype:
+    """The dtype the model's matmuls run in without autocast: that of its weights (fp32 when unknown)."""
+    dtype = getattr(model, "dtype", torch.float32)
+    return dtype if dtype in (torch.bfloat16, torch.float16) else torch.float32
 
 
 def _checkpointing(model) -> bool:

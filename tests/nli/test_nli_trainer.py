@@ -67,6 +67,16 @@ def train_and_score(recipe):
     return accuracy(before), accuracy(after), losses, before.metrics["test_loss"], after.metrics["test_loss"], trainer
 
 
+@pytest.mark.parametrize("settings, autocast", [
+    ({}, False),  # LoRA over bf16 weights: the model computes in bf16 already
+    ({"method": "full"}, True),  # fp32 weights: bf16 compute comes from autocast
+    ({"load_in_4bit": True}, True),
+])
+def test_a_cpu_autocasts_only_where_the_weights_are_not_already_bf16(settings, autocast, tmp_path):
+    recipe = tiny_recipe("unused", tmp_path, precision="bf16", **settings)
+    assert training_arguments(recipe, str(tmp_path), on_cpu=True).bf16 is autocast
+
+
 @pytest.mark.parametrize("model_fixture", ["tiny_gpt2_dir", "tiny_phi_dir"])
 def test_loss_falls_and_accuracy_rises(model_fixture, request, tmp_path):
     model_dir = request.getfixturevalue(model_fixture)

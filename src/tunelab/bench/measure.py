@@ -112,7 +112,8 @@ class Bench:
         batches = train_batches(self.inputs, variant, batch_size, self.recipe.gradient_accumulation_steps,
                                 warmup + steps, seed=repeat)
         optimizer = self.optimizers.setdefault(variant.name, torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad], lr=self.recipe.learning_rate))
+            [p for p in self.model.parameters() if p.requires_grad], lr=self.recipe.learning_rate,
+            fused=self.recipe.optim == "adamw_torch_fused"))
         self.model.train()
         with self.applied(variant) as model:
             for rows in batches[:warmup]:
