@@ -10,7 +10,7 @@
 # 135M model moves at a far smaller learning rate than LoRA's 5e-4), FREEZE_LR, FREEZE_LAYERS (of SmolLM2's
 # 30 layers; its output head is tied to the input embeddings, so freeze trains those too), EXTRA (settings
 # added to every run: FOLDS="9 10" SEEDS=42 EXTRA="--max_steps 2 --test_size 10" checks this script in minutes,
-# measuring nothing; pooling needs two folds at least).
+# measuring nothing; with one fold the "pooled" figures are that fold's).
 # Writes folds to OUT/fold-K and runs to OUT/runs/<method>-f<K>-s<seed>; a run already finished is skipped,
 # an interrupted one resumes. Ends with, per method and seed, the pooled accuracy over the folds' 364 test
 # rows with 95% intervals (benchmarks/pooled_folds.py), then each run's training time, throughput and peak memory.

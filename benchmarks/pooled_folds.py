@@ -1,7 +1,7 @@
 """Accuracy over several folds' test rows pooled into one set: runs of the same settings, each tested on
 other rows (the folds of benchmarks/real_snli_split.py), scored as one larger test set.
 
-    python benchmarks/pooled_folds.py RUN_F9 RUN_F10 RUN_F11 [--split test]
+    python benchmarks/pooled_folds.py RUN_F9 RUN_F10 RUN_F11 [--split test]   # one run: its own figures
 
 Reads RUN/eval/<split>/predictions.csv of each run; a row (premise, hypothesis) in two runs' test sets is
 refused, since pooled rows must be distinct. Prints each run's accuracy and the pooled accuracy, balanced
@@ -34,8 +34,6 @@ def scores(rows: list[dict]) -> dict:
 
 
 def main(runs: list[str], split: str) -> None:
-    if len(runs) < 2:
-        raise SystemExit("give at least two run folders, each tested on other rows")
     folds = {run: split_predictions(Path(run), split) for run in runs}
     seen: dict[tuple[str, str], str] = {}
     for run, rows in folds.items():
@@ -48,7 +46,7 @@ def main(runs: list[str], split: str) -> None:
         print(f"{run}: {len(rows)} rows, fine-tuned accuracy {interval_text(scores(rows)['accuracy']['finetuned'])}")
     pooled = [row for rows in folds.values() for row in rows]
     result = scores(pooled)
-    print(f"pooled: {len(pooled)} {split} rows of {len(runs)} runs")
+    print(f"pooled: {len(pooled)} {split} rows of {len(runs)} run{'s' if len(runs) > 1 else ''}")
     for metric in HEADLINE_METRICS:
         print(f"  {METRIC_NAMES[metric]}: baseline {interval_text(result[metric]['baseline'])}, fine-tuned "
               f"{interval_text(result[metric]['finetuned'])}, change "
