@@ -167,8 +167,8 @@ def training_arguments(recipe: NLIRecipe, output_dir: str, on_cpu: bool) -> Trai
     """The recipe's optimisation settings as TrainingArguments; checkpoints and eval follow save_strategy."""
     kwargs = training_kwargs(recipe, output_dir, on_cpu)
     if on_cpu and kwargs["bf16"] and loads_weights_in_bf16(recipe) and not launched_with_deepspeed():
-        # autocast would only cast the fp32 adapters and their inputs back and forth: on a CPU the job trains
-        # 1.11x faster without it; the label-word loss is computed in fp32 either way (label_scores)
+        # autocast would only cast the fp32 adapters and their inputs back and forth, which costs a CPU
+        # time; the label-word loss is computed in fp32 either way (label_scores)
         kwargs["bf16"] = False
     return TrainingArguments(
         **kwargs,
