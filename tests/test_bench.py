@@ -129,6 +129,27 @@ def test_padding_free_variants_score_as_tunelab_and_train_without_padding(tiny_l
     assert "| padding_free | tunelab, each batch packed into one sequence without padding |" in md_file.read_text()
 
 
+def test_compiled_and_unautocast_variants_score_as_tunelab_and_leave_the_model_uncompiled(tiny_llama_dir, snli_dir,
+                                                                                         tmp_path, monkeypatch):
+    from tunelab.bench import measure
+
+    benches = []
+    monkeypatch.setattr(measure.Bench, "__init__", lambda self, *args, init=measure.Bench.__init__:
+                        benches.append(self) or init(self, *args))
+    out = tmp_path / "bench"
+    main(["--workload", "smollm2_snli", "--model", str(tiny_llama_dir), "--dataset", str(snli_dir),
+          "--variants", "tunelab,torch_compile,no_autocast", "--steps", "1", "--warmup", "1",
+          "--repeats", "1", "--eval_rows", "6", "--eval_repeats", "1", "--threads", "1", "--out", str(out)])
+    results = {r["variant"]["name"]: r for r in json.loads(next(out.glob("*.json")).read_text())["results"]}
+    autocast = results["tunelab"]["variant"]["autocast_bf16"]  # as the trainer: where the recipe computes in bf16
+    assert results["no_autocast"]["train"]["same_as"] == ("no_autocast" if autocast else "tunelab")
+    assert results["torch_compile"]["train"]["same_as"] == "torch_compile"
+    for name in ("torch_compile", "no_autocast"):
+        assert results[name]["eval"]["agreement_with_tunelab_percent"] == pytest.approx(100.0)
+    assert results["torch_compile"]["variant"]["compile"] and not results["tunelab"]["variant"]["compile"]
+    assert all(module._compiled_call_impl is None for module in benches[0].model.modules())
+
+
 def test_packed_batches_are_one_sequence_of_the_rows_prompts(gpt2_tokenizer_dir):
     recipe = NLIRecipe(model_name_or_path=str(gpt2_tokenizer_dir), max_length=32)
     tokenizer = AutoTokenizer.from_pretrained(gpt2_tokenizer_dir)

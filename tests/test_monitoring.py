@@ -366,7 +366,7 @@ def test_report_has_the_monitoring_table_and_memory_plot(tmp_path):
 
 
 def test_a_model_held_in_bf16_without_autocast_is_measured_against_the_bf16_peak(tmp_path):
-    """LoRA over bf16 weights trains on a CPU without autocast (args.bf16 false): its matmuls still run in bf16."""
+    """A model held in bf16 without autocast (args.bf16 false, as under DeepSpeed): its matmuls still run in bf16."""
     asked = []
     monitor = ResourceMonitor(tmp_path, clock=Clock(), cpu_peak=lambda dtype: asked.append(dtype) or (4e11, "peak"))
     monitor.on_train_begin(training_args("cpu", bf16=False), trainer_state(), None, model=meta_model().bfloat16())

@@ -97,6 +97,10 @@ class Recipe:
                                   "docs/performance.md)"})
     gradient_checkpointing: bool = field(default=False, metadata={
         "group": "model", "help": "recompute activations in the backward pass: less memory, slower steps"})
+    torch_compile: bool = field(default=False, metadata={
+        "group": "model", "help": "compile each decoder layer with torch.compile (in place, dynamic shapes): faster "
+                                  "steps, after compiling for about 40 s on a 2-core CPU the first time (seconds "
+                                  "once Inductor's cache holds it); not with DeepSpeed or FSDP (docs/performance.md)"})
 
     # Data: every recipe reads a dataset and cuts examples to max_length (each kind sets its own defaults)
     dataset: str = field(default="starter", metadata={

@@ -74,8 +74,23 @@ def load_model(recipe: Recipe, vocab_size: int | None = None, num_labels: int | 
     model = load_pretrained(recipe, vocab_size, num_labels)
     if recipe.method != "lora":
         set_trainable(model, recipe.method, recipe.freeze_trainable_layers)
-        return model
-    return get_peft_model(model, lora_config(recipe, model, "SEQ_CLS" if num_labels else "CAUSAL_LM"))
+    else:
+        model = get_peft_model(model, lora_config(recipe, model, "SEQ_CLS" if num_labels else "CAUSAL_LM"))
+    if recipe.torch_compile:
+        compile_repeated_layers(model)
+    return model
+
+
+def compile_repeated_layers(module: torch.nn.Module) -> int:
+    """torch.compile, in place, each block of the model's stacks of identical layers (regional compilation,
+    https://pytorch.org/tutorials/recipes/regional_compilation.html): the blocks share one compiled graph, so
+    compiling costs about what one block does, and parameter names and saved weights are unchanged.
+    Returns the number of blocks compiled."""
+    if isinstance(module, torch.nn.ModuleList) and len(module) > 1 and len({type(block) for block in module}) == 1:
+        for block in module:
+            block.compile(dynamic=True)
+        return len(module)
+    return sum(compile_repeated_layers(child) for child in module.children())
 
 
 def load_pretrained(recipe: Recipe, vocab_size: int | None = None, num_labels: int | None = None):

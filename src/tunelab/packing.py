@@ -43,11 +43,11 @@ def is_packed(batch: dict) -> bool:
 
 
 def model_inputs(batch: dict) -> dict:
-    """What the model reads from a batch, padded or packed. A packed batch has no attention mask (the
-    position ids mark the rows) and no cache: a cache turns transformers' packed-row detection off."""
-    if is_packed(batch):
-        return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
-    return {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids")}
+    """What the model reads from a batch, padded or packed, and no cache: nothing is generated. A packed batch
+    has no attention mask (the position ids mark the rows), and a cache would turn transformers' packed-row
+    detection off; with `torch_compile`, a cache would make each layer's index a new graph to compile."""
+    keys = ("input_ids", "position_ids") if is_packed(batch) else ("input_ids", "attention_mask", "position_ids")
+    return {**{key: batch[key] for key in keys}, "use_cache": False}
 
 
 def last_positions(batch: dict, count: int) -> torch.Tensor:

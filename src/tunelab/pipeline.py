@@ -59,7 +59,8 @@ from tunelab.rundir import (
     report_missing,
     restore_replaced_run,
 )
-from tunelab.runtime.fsdp import check_fsdp_settings, save_trained_adapter
+from tunelab.runtime.deepspeed_check import launched_with_deepspeed
+from tunelab.runtime.fsdp import check_fsdp_settings, launched_fsdp_version, save_trained_adapter
 from tunelab.summary import Stopwatch, format_summary, hardware_info, peak_memory, software_versions
 from tunelab.tracking import check_tracking, finish_wandb, start_wandb
 
@@ -67,7 +68,7 @@ LOAD_STEPS = ("data", "tokenizer", "model", "trainer")
 # Settings a resumed run may change: they do not change what is trained (run control is not in config.yaml).
 FREE_TO_CHANGE = ("run_name", "output_dir", "report_to", "logging_steps", "profile", "per_device_eval_batch_size",
                   "save_total_limit", "trust_remote_code", "allow_pickle", "temperature_scaling", "push_to_hub",
-                  "hub_model_id", "hub_private")
+                  "hub_model_id", "hub_private", "torch_compile")
 
 
 def run_stages(run_class: type[PipelineRun], recipe: Recipe, callbacks: Sequence[TrainerCallback],
@@ -119,12 +120,33 @@ def check_training_settings(recipe: Recipe) -> None:
     from transformers.trainer_utils import SchedulerType
     from transformers.training_args import OptimizerNames
 
+    if recipe.torch_compile:
+        check_torch_compile(on_cpu=not torch.cuda.is_available())
+
     for name, choices in (("optim", OptimizerNames), ("lr_scheduler_type", SchedulerType)):
         valid, value = [choice.value for choice in choices], getattr(recipe, name)
         if value not in valid:
             close = difflib.get_close_matches(value, valid, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(valid)}"
             raise TunelabError(f"{name} {value!r} is not one transformers knows: {hint}")
+
+
+def check_torch_compile(on_cpu: bool) -> None:
+    """What `torch_compile` needs: a launch without DeepSpeed or FSDP, whose hooks wrap the layers it compiles,
+    and on a CPU a C++ compiler, with which Inductor builds its kernels."""
+    if launched_with_deepspeed() or launched_fsdp_version():
+        raise TunelabError("torch_compile is not supported under DeepSpeed or FSDP: pass --torch_compile false, "
+                           "or launch without them")
+    if on_cpu:
+        from torch._inductor import exc
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        try:
+            get_cpp_compiler()
+        except exc.InvalidCxxCompiler:
+            raise TunelabError("torch_compile on a CPU needs a C++ compiler and PyTorch finds none: install g++ "
+                               "(Debian and Ubuntu: apt install g++) or name one in CXX, or pass "
+                               "--torch_compile false") from None
 
 
 def train(run: PipelineRun) -> None:

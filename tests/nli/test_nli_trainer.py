@@ -47,9 +47,9 @@ def tiny_recipe(model_dir, tmp_path, **overrides):
     return NLIRecipe(**settings)
 
 
-def train_and_score(recipe):
+def train_and_score(recipe, model=None):
     tokenizer = load_tokenizer(recipe)
-    model = load_model(recipe)
+    model = model or load_model(recipe)
     label_ids = label_token_ids(tokenizer, recipe.label_words, recipe.label_scoring)
     reserve = max(map(len, label_ids))
     train, _ = tokenize_rows(separable_rows(96, seed=1), tokenizer, recipe.max_length, reserve)
@@ -67,14 +67,20 @@ def train_and_score(recipe):
     return accuracy(before), accuracy(after), losses, before.metrics["test_loss"], after.metrics["test_loss"], trainer
 
 
-@pytest.mark.parametrize("settings, autocast", [
-    ({}, False),  # LoRA over bf16 weights: the model computes in bf16 already
-    ({"method": "full"}, True),  # fp32 weights: bf16 compute comes from autocast
-    ({"load_in_4bit": True}, True),
-])
-def test_a_cpu_autocasts_only_where_the_weights_are_not_already_bf16(settings, autocast, tmp_path):
-    recipe = tiny_recipe("unused", tmp_path, precision="bf16", **settings)
-    assert training_arguments(recipe, str(tmp_path), on_cpu=True).bf16 is autocast
+def test_adapters_compute_in_bf16_under_autocast_while_their_weights_stay_fp32(tiny_llama_dir, tmp_path):
+    recipe = tiny_recipe(tiny_llama_dir, tmp_path, precision="bf16", num_train_epochs=1,
+                         lora_target_modules=["q_proj", "v_proj"])
+    model = load_model(recipe)
+    lora_a = model.base_model.model.model.layers[0].self_attn.q_proj.lora_A["default"]
+    inputs = []
+    lora_a.register_forward_pre_hook(lambda module, args: inputs.append((module.training, args[0].dtype)))
+    _, _, losses, _, _, trainer = train_and_score(recipe, model)
+    assert trainer.args.bf16 and losses
+    assert {dtype for training, dtype in inputs if training} == {torch.bfloat16}  # no cast up to fp32
+    assert lora_a.weight.dtype == torch.float32
+    assert model.base_model.model.model.layers[0].self_attn.q_proj.cast_input_dtype_enabled  # outside training: PEFT's
+    with torch.no_grad():  # so the model still runs without autocast
+        model(input_ids=torch.tensor([[1, 2, 3]]))
 
 
 @pytest.mark.parametrize("model_fixture", ["tiny_gpt2_dir", "tiny_phi_dir"])

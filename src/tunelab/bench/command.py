@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -35,7 +36,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     say(f"{workload.name}: {recipe.model_name_or_path}, loading data and model", stream=sys.stderr)
     inputs = prepare_inputs(recipe, args)
     torch.manual_seed(recipe.seed)
-    model = load_model(recipe)
+    model = load_model(replace(recipe, torch_compile=False))  # the torch_compile variant compiles
     if torch.cuda.is_available() and not recipe.load_in_4bit:
         model = model.cuda()
     bench = Bench(recipe, model, inputs, args)

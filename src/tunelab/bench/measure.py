@@ -10,10 +10,11 @@ import time
 from dataclasses import dataclass, field, replace
 
 import torch
+from peft.helpers import disable_input_dtype_casting
 
 from tunelab.bench.variants import Variant
 from tunelab.bench.workloads import Inputs, collate, train_batches
-from tunelab.models import adapter_merged
+from tunelab.models import adapter_merged, compile_repeated_layers
 from tunelab.nli.config import NLI_LABELS, NLIRecipe
 from tunelab.nli.trainer import label_scores, label_word_loss
 from tunelab.packing import real_tokens
@@ -80,7 +81,6 @@ class Bench:
         self.recipe, self.model, self.inputs, self.args = recipe, model, inputs, args
         self.device = next(model.parameters()).device
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        self._compiled: dict[str, torch.nn.Module] = {}
         self.reference_predictions: list[int] | None = None
 
     @contextlib.contextmanager
@@ -93,18 +93,19 @@ class Bench:
             base.set_attn_implementation(variant.attention)
         if variant.gradient_checkpointing is not None and variant.gradient_checkpointing != checkpointing:
             set_checkpointing(base, variant.gradient_checkpointing)
-        model = self.model
         if variant.compile:
-            model = self._compiled.setdefault(variant.name, torch.compile(self.model, dynamic=True))
+            compile_repeated_layers(self.model)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if variant.autocast_bf16 \
             else contextlib.nullcontext()
-        try:
-            with autocast:
-                yield model
+        try:  # under autocast the adapters compute in bf16, as in the trainers (tunelab.training.AdaptersInAutocast)
+            with autocast, disable_input_dtype_casting(self.model, active=variant.autocast_bf16):
+                yield self.model
         finally:
             base.set_attn_implementation(attention)
             if base.is_activation_checkpointing != checkpointing:
                 set_checkpointing(base, checkpointing)
+            for module in self.model.modules():
+                module._compiled_call_impl = None  # undoes nn.Module.compile, which has no public inverse
 
     def train(self, variant: Variant, repeat: int) -> Measured:
         batch_size = self.recipe.per_device_train_batch_size * variant.batch_scale

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import torch
+
 from tunelab.errors import TunelabError
 from tunelab.nli.config import NLIRecipe
+from tunelab.runtime.precision import compute_dtype
 
 
 @dataclass(frozen=True)
@@ -19,8 +22,8 @@ class Variant:
     padding: str = "longest"  # or "max_length"
     group_by_length: bool | None = None  # None: as the recipe says; batches of similar lengths (LengthGroupedSampler)
     attention: str | None = None  # None: the model's default (SDPA); or "eager"
-    autocast_bf16: bool = False
-    compile: bool = False
+    autocast_bf16: bool | None = None  # None: as the trainer, on when the recipe computes in bf16
+    compile: bool = False  # torch.compile each decoder layer in place (the recipes' torch_compile)
     batch_scale: int = 1  # train batch = the recipe's per_device_train_batch_size x batch_scale
     gradient_checkpointing: bool | None = None  # None: as the recipe says
     evaluation: str = "score"  # or "generate"
@@ -51,8 +54,10 @@ VARIANTS = {variant.name: variant for variant in (
     replace(TUNELAB, name="eager_attention", changes="tunelab, eager attention instead of SDPA", attention="eager"),
     replace(TUNELAB, name="sdpa_attention", changes="tunelab, SDPA attention (PyTorch's fused kernels)",
             attention="sdpa"),
-    replace(TUNELAB, name="bf16_autocast", changes="tunelab, bf16 autocast", autocast_bf16=True),
-    replace(TUNELAB, name="torch_compile", changes="tunelab, torch.compile(dynamic=True)", compile=True),
+    replace(TUNELAB, name="no_autocast", changes="tunelab, no bf16 autocast: the adapters compute in fp32",
+            autocast_bf16=False),
+    replace(TUNELAB, name="torch_compile", changes="tunelab, each decoder layer compiled (torch_compile)",
+            compile=True),
     replace(TUNELAB, name="batch_x2", changes="tunelab, twice the batch size", batch_scale=2),
     replace(TUNELAB, name="padding_free", changes="tunelab, each batch packed into one sequence without padding",
             packing=True),
@@ -80,7 +85,9 @@ def resolved(variant: Variant, recipe: NLIRecipe, mergeable: bool) -> Variant:
     checkpointing = recipe.gradient_checkpointing if variant.gradient_checkpointing is None \
         else variant.gradient_checkpointing
     grouped = recipe.group_by_length if variant.group_by_length is None else variant.group_by_length
-    return replace(variant, gradient_checkpointing=checkpointing, group_by_length=grouped,
+    autocast = compute_dtype(recipe.precision) == torch.bfloat16 if variant.autocast_bf16 is None \
+        else variant.autocast_bf16
+    return replace(variant, gradient_checkpointing=checkpointing, group_by_length=grouped, autocast_bf16=autocast,
                    eval_batch_size=variant.eval_batch_size or recipe.per_device_eval_batch_size,
                    merge_lora=variant.merge_lora and mergeable)
 

@@ -54,7 +54,7 @@ from tunelab.pipeline import (
 )
 from tunelab.rundir import MODELS, atomic_write_json, atomic_write_text
 from tunelab.runtime.fsdp import FSDPOnCPU, is_sharded_by_fsdp
-from tunelab.training import LoraPlusOptimizer, ResumableLengthGrouping, training_kwargs
+from tunelab.training import AdaptersInAutocast, LoraPlusOptimizer, ResumableLengthGrouping, training_kwargs
 
 CHAT_INFO = "tunelab_chat.json"
 
@@ -166,7 +166,7 @@ class ChatRun(PipelineRun):
         from datasets import Dataset
         from trl import SFTTrainer
 
-        class ChatTrainer(FSDPOnCPU, ResumableLengthGrouping, LoraPlusOptimizer, SFTTrainer):
+        class ChatTrainer(FSDPOnCPU, ResumableLengthGrouping, LoraPlusOptimizer, AdaptersInAutocast, SFTTrainer):
             """TRL's SFTTrainer; with group_by_length, a resumed run sees the same batches (tunelab.training)."""
 
         train_dataset = Dataset.from_list(self.tokenized["train"])

@@ -35,9 +35,8 @@ from tunelab.classify.config import CLASSIFIER
 from tunelab.errors import TunelabError
 from tunelab.nli.config import NLIRecipe
 from tunelab.packing import last_positions, model_inputs, tokens_seen
-from tunelab.runtime.deepspeed_check import launched_with_deepspeed
 from tunelab.runtime.fsdp import FSDPOnCPU
-from tunelab.training import LoraPlusOptimizer, ResumableLengthGrouping, training_kwargs
+from tunelab.training import AdaptersInAutocast, LoraPlusOptimizer, ResumableLengthGrouping, training_kwargs
 
 
 def label_token_ids(tokenizer, label_words: list[str], scoring: str) -> list[list[int]]:
@@ -114,7 +113,7 @@ def answer_room(label_ids: list[list[int]], scoring: str) -> int:
     return max(map(len, label_ids)) if scoring == "sequence" else 1
 
 
-class NLITrainer(FSDPOnCPU, ResumableLengthGrouping, LoraPlusOptimizer, Trainer):
+class NLITrainer(FSDPOnCPU, ResumableLengthGrouping, LoraPlusOptimizer, AdaptersInAutocast, Trainer):
     """transformers' Trainer with the label-word classification loss and scores as predictions."""
 
     # compute_loss returns a per-batch mean; let the Trainer divide by gradient accumulation steps.
@@ -157,21 +156,10 @@ def accuracy_metric(eval_prediction) -> dict[str, float]:
     return {"accuracy": float((scores.argmax(-1) == labels).mean())}
 
 
-def loads_weights_in_bf16(recipe: NLIRecipe) -> bool:
-    """LoRA over weights loaded in bf16 (tunelab.models.load_pretrained), not 4-bit ones: the model already
-    computes in bf16 without autocast (DeepSpeed's configuration asks for bf16 itself, so it keeps autocast)."""
-    return recipe.method == "lora" and not recipe.load_in_4bit
-
-
 def training_arguments(recipe: NLIRecipe, output_dir: str, on_cpu: bool) -> TrainingArguments:
     """The recipe's optimisation settings as TrainingArguments; checkpoints and eval follow save_strategy."""
-    kwargs = training_kwargs(recipe, output_dir, on_cpu)
-    if on_cpu and kwargs["bf16"] and loads_weights_in_bf16(recipe) and not launched_with_deepspeed():
-        # autocast would only cast the fp32 adapters and their inputs back and forth, which costs a CPU
-        # time; the label-word loss is computed in fp32 either way (label_scores)
-        kwargs["bf16"] = False
     return TrainingArguments(
-        **kwargs,
+        **training_kwargs(recipe, output_dir, on_cpu),
         label_smoothing_factor=recipe.label_smoothing,
         eval_strategy=recipe.save_strategy,
         load_best_model_at_end=recipe.metric_for_best_model is not None,
