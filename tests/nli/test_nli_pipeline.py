@@ -46,6 +46,17 @@ def test_recipe_writes_every_output(tiny_phi_dir, snli_dir, tmp_path):
     assert f"started {info['started']};" in report
 
 
+def test_a_run_with_compiled_layers_saves_the_adapter_an_uncompiled_run_saves(tiny_phi_dir, snli_dir, tmp_path):
+    keys = {}
+    for compiled in ("false", "true"):
+        argv = tiny_nli_argv(tiny_phi_dir, snli_dir, tmp_path / compiled, "--num_train_epochs", "1",
+                             "--torch_compile", compiled)
+        run_dir = main(parse_recipe(RECIPE, argv))
+        keys[compiled] = sorted(load_file(run_dir / "adapter/adapter_model.safetensors"))
+        assert (run_dir / "report/report.md").is_file()
+    assert keys["true"] == keys["false"] and keys["true"]
+
+
 def test_finished_run_is_not_overwritten(tiny_phi_dir, snli_dir, tmp_path):
     argv = tiny_nli_argv(tiny_phi_dir, snli_dir, tmp_path, "--num_train_epochs", "1")
     run_dir = main(parse_recipe(RECIPE, argv))
