@@ -96,6 +96,9 @@ def run_stages(run_class: type[PipelineRun], recipe: Recipe, callbacks: Sequence
             say(line)
         finish_wandb(wandb_run, run.dir, progress)
         run.state.wait_for_everyone()
+    # Torn down before the interpreter exits: left to exit, a gloo rank's threads could abort it (SIGABRT) after
+    # the run had finished
+    run.state.destroy_process_group()
     return run.dir
 
 
