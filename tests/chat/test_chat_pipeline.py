@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from chat_helpers import CHAT_RECIPE, ROOT, tiny_chat_overrides
+from chat_helpers import CHAT_RECIPE, LLAMA_TARGETS, ROOT, tiny_chat_overrides
 from test_tracking import free_port, no_credentials, offline_run, wandb_environment
 from tunelab.chat.format import (
     PAD_TOKEN,
@@ -225,6 +226,23 @@ def test_phi2_oasst1_recipe_on_a_tiny_4bit_phi(tiny_phi_dir, tmp_path, capsys):
     assert write_report(run_dir) == run_dir / "report/report.md"  # `tunelab report` rebuilds a chat report
     with pytest.raises(TunelabError, match="holds a finished run"):
         main(recipe)
+
+
+def test_chat_run_with_compiled_layers_trains_through_trl_and_generates_its_replies(tiny_llama_dir, tmp_path):
+    """torch_compile in a chat run: TRL's training steps (with gradient checkpointing), the perplexity and the
+    generated replies all run, and the layers compile a few graphs, far from PyTorch's recompile limit."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    argv = tiny_chat_overrides(tiny_llama_dir, tmp_path, "--load_in_4bit", "false", "--optim", "adamw_torch",
+                               "--gradient_checkpointing", "true", "--lora_target_modules", LLAMA_TARGETS,
+                               "--torch_compile", "true")
+    run_dir = main(parse_recipe(CHAT_RECIPE, argv))
+    for name in ("baseline", "finetuned"):
+        assert len(json.loads((run_dir / "eval" / "chat" / name / "replies.json").read_text())) == 2
+    assert 0 < counters["stats"]["unique_graphs"] < torch._dynamo.config.recompile_limit
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
 
 
 def test_chat_run_needs_a_wandb_key_unless_offline_then_tracks_training(tiny_llama_dir, tmp_path, monkeypatch):

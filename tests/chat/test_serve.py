@@ -1,4 +1,5 @@
-"""Serving a chat run: merged weights equal base + adapter, streaming, `tunelab merge` and `tunelab chat`."""
+"""Serving a chat run: merged weights equal base + adapter, streaming, compiled layers generating eagerly,
+`tunelab merge` and `tunelab chat`."""
 
 import os
 import subprocess
@@ -19,6 +20,7 @@ from tunelab.chat.serve import (
     stream_reply,
 )
 from tunelab.errors import TunelabError
+from tunelab.models import compile_repeated_layers
 
 ROOT = Path(__file__).resolve().parents[2]
 CONVERSATION = [{"role": "user", "content": "What is the capital of Peru?"},
@@ -63,6 +65,20 @@ def test_stream_reply_yields_the_greedy_reply_piece_by_piece(tiny_chat_run):
     assert "".join(pieces).strip() == expected["reply"]
     _, _, what = load_chat_model(tiny_chat_run, use="adapter")
     assert what.startswith("base model + adapter")
+
+
+def test_layers_compiled_for_training_generate_eagerly_without_compiling(tiny_chat_run):
+    """Decoding with a key-value cache would compile the layers again for each layer's cache until PyTorch's
+    recompile limit: generation runs them eagerly, with the same reply."""
+    from torch._dynamo.utils import counters
+
+    model, tokenizer = load_model_folder(tiny_chat_run / "merged")
+    eager = generate_reply(model, tokenizer, CONVERSATION, max_new_tokens=6)
+    assert compile_repeated_layers(model) > 1
+    torch._dynamo.reset()
+    counters.clear()
+    assert generate_reply(model, tokenizer, CONVERSATION, max_new_tokens=6) == eager
+    assert counters["stats"]["unique_graphs"] == 0
 
 
 def test_merge_command(tiny_chat_run, tmp_path):

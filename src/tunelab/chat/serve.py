@@ -225,7 +225,10 @@ def generate_reply(model, tokenizer, messages: list[dict], max_new_tokens: int =
                    top_p: float = 0.9) -> dict:
     """One reply: {"reply", "new_tokens", "stopped"} (stopped: it ended with the end-of-turn token)."""
     kwargs = _generation_kwargs(model, tokenizer, messages, max_new_tokens, temperature, top_p)
-    output = model.generate(**kwargs)
+    # Layers compiled for training (torch_compile) run eagerly here: decoding with a key-value cache would
+    # compile them again for every layer's cache, and PyTorch would give up after its recompile limit.
+    with torch.compiler.set_stance("force_eager"):
+        output = model.generate(**kwargs)
     new = output[0, kwargs["input_ids"].shape[1]:].tolist()
     stops = set(kwargs["eos_token_id"])
     stopped = bool(new) and new[-1] in stops
