@@ -68,13 +68,19 @@ class LoraPlusOptimizer:
         return super().create_optimizer(model)
 
 
+def autocast_dtype(recipe: Recipe) -> torch.dtype | None:
+    """The dtype the trainers autocast the forward pass to (mixed precision), or None when they train in fp32."""
+    dtype = compute_dtype(recipe.precision)
+    return None if dtype == torch.float32 else dtype
+
+
 def training_kwargs(recipe: Recipe, output_dir: str, on_cpu: bool) -> dict:
     """The recipe's optimisation settings that TrainingArguments and TRL's SFTConfig share, by keyword.
 
     Precision is always set explicitly (SFTConfig would otherwise default to bf16, which fails on CPUs
     and older GPUs).
     """
-    dtype = compute_dtype(recipe.precision)
+    autocast = autocast_dtype(recipe)
     return dict(
         output_dir=output_dir,
         run_name=recipe.run_name,
@@ -92,8 +98,8 @@ def training_kwargs(recipe: Recipe, output_dir: str, on_cpu: bool) -> dict:
         neftune_noise_alpha=recipe.neftune_noise_alpha,
         optim=recipe.optim,
         train_sampling_strategy="group_by_length" if recipe.group_by_length else "random",
-        bf16=dtype == torch.bfloat16,
-        fp16=dtype == torch.float16,
+        bf16=autocast == torch.bfloat16,
+        fp16=autocast == torch.float16,
         logging_steps=recipe.logging_steps,
         save_strategy=recipe.save_strategy,
         save_total_limit=recipe.save_total_limit,

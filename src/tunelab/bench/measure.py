@@ -104,8 +104,9 @@ class Bench:
             base.set_attn_implementation(attention)
             if base.is_activation_checkpointing != checkpointing:
                 set_checkpointing(base, checkpointing)
-            for module in self.model.modules():
-                module._compiled_call_impl = None  # undoes nn.Module.compile, which has no public inverse
+            if variant.compile:
+                for module in self.model.modules():
+                    module._compiled_call_impl = None  # undoes nn.Module.compile, which has no public inverse
 
     def train(self, variant: Variant, repeat: int) -> Measured:
         batch_size = self.recipe.per_device_train_batch_size * variant.batch_scale

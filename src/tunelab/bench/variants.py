@@ -9,7 +9,7 @@ import torch
 
 from tunelab.errors import TunelabError
 from tunelab.nli.config import NLIRecipe
-from tunelab.runtime.precision import compute_dtype
+from tunelab.training import autocast_dtype
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def resolved(variant: Variant, recipe: NLIRecipe, mergeable: bool) -> Variant:
     checkpointing = recipe.gradient_checkpointing if variant.gradient_checkpointing is None \
         else variant.gradient_checkpointing
     grouped = recipe.group_by_length if variant.group_by_length is None else variant.group_by_length
-    autocast = compute_dtype(recipe.precision) == torch.bfloat16 if variant.autocast_bf16 is None \
+    autocast = autocast_dtype(recipe) == torch.bfloat16 if variant.autocast_bf16 is None \
         else variant.autocast_bf16
     return replace(variant, gradient_checkpointing=checkpointing, group_by_length=grouped, autocast_bf16=autocast,
                    eval_batch_size=variant.eval_batch_size or recipe.per_device_eval_batch_size,

@@ -32,9 +32,9 @@ def compute_dtype(precision: str) -> torch.dtype:
 def cpu_trains_faster_in_bf16() -> bool:
     """Whether this CPU trains faster in bf16 than in fp32, measured once per process (about 0.3 s).
 
-    Without bf16 instructions (AVX512-BF16 or AMX) bf16 is emulated: 17x slower than fp32 (README,
-    Performance). With them it can go either way: the embedded job trained 1.75x faster in bf16 on an AMD
-    EPYC with AVX512-BF16, and 1.75x slower on an Intel Xeon with AVX512-BF16 but no AMX. So it is measured.
+    Without bf16 instructions (AVX512-BF16 or AMX) bf16 is emulated: 17x slower than fp32 (docs/performance.md).
+    With them it can go either way: the embedded job trained 1.75x faster in bf16 on an AMD EPYC with
+    AVX512-BF16, and 1.75x slower on an Intel Xeon with AVX512-BF16 but no AMX. So it is measured.
     """
     if not cpu_has_bf16_instructions():
         return False
