@@ -81,6 +81,9 @@ def test_test_rows_that_are_also_training_rows_are_counted(tmp_path, capsys):
     warn_about_small_data(recipe, rows)
     assert "warning: 2 of the 3 test rows are also train rows: the scores on them are scores on training rows" \
         in capsys.readouterr().out
+    rows["test"].pop(0)
+    warn_about_small_data(recipe, rows)
+    assert "warning: 1 of the 2 test rows is also a train row" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------- settings
