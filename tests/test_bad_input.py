@@ -83,7 +83,8 @@ def test_test_rows_that_are_also_training_rows_are_counted(tmp_path, capsys):
         in capsys.readouterr().out
     rows["test"].pop(0)
     warn_about_small_data(recipe, rows)
-    assert "warning: 1 of the 2 test rows is also a train row" in capsys.readouterr().out
+    assert "warning: 1 of the 2 test rows is also a train row: its score is a score on a training row" \
+        in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------- settings

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tunelab.classify.config import ClassificationRecipe
-from tunelab.config import SettingsError, parse_recipe
+from tunelab.config import SettingsError, load_recipe, parse_recipe
 from tunelab.errors import TunelabError
 from tunelab.nli.data import load_nli_splits, load_run_rows, warn_about_small_data
 
@@ -84,6 +84,13 @@ def test_the_default_prompt_names_the_columns():
     assert ClassificationRecipe(text_columns=["question", "passage"], label_column="answer").template() == \
         "Question: {question}\nPassage: {passage}\nAnswer:"
     assert ClassificationRecipe(labels=["a", "b", "c"]).words() == ["a", "b", "c"]
+
+
+def test_the_offline_twin_takes_a_files_own_columns_and_prompts_with_their_names():
+    twin = load_recipe("recipes/classify.py", ["--config", "recipes/embedded_classify.yaml", "--dataset", "q.csv",
+                                               "--text_columns", "question", "--label_column", "type",
+                                               "--labels", "ABBR,DESC"])
+    assert (twin.model_name_or_path, twin.template()) == ("smollm2-135m", "Question: {question}\nType:")
 
 
 @pytest.mark.parametrize("argv, message", [

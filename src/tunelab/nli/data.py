@@ -286,9 +286,9 @@ def warn_about_small_data(recipe: ClassificationRecipe, rows: dict[str, list[dic
     for split in set(recipe.test_splits) & set(rows) - {recipe.train_split}:
         shared = shared_rows(rows[split], rows.get(recipe.train_split, []))
         if shared:
-            also = f"is also a {recipe.train_split} row" if shared == 1 else f"are also {recipe.train_split} rows"
-            say(f"warning: {shared} of the {len(rows[split])} {split} rows {also}: the "
-                "scores on them are scores on training rows (check the data's splits)")
+            also = f"is also a {recipe.train_split} row: its score is a score on a training row" if shared == 1 \
+                else f"are also {recipe.train_split} rows: the scores on them are scores on training rows"
+            say(f"warning: {shared} of the {len(rows[split])} {split} rows {also} (check the data's splits)")
 
 
 def shared_rows(rows: list[dict], others: list[dict]) -> int:
