@@ -21,7 +21,7 @@ RECIPE = NLIRecipe(
     load_in_4bit=False,
     precision="auto",
     # Checkpointing off: with prompts padded only to the longest in the batch the activations are
-    # small, and recomputing them cost 1.5x in training speed (tunelab bench; README, Performance).
+    # small, and recomputing them cost 1.5x in training speed (tunelab bench; docs/performance.md).
     # The vgpu36 profile turns it on.
     gradient_checkpointing=False,
     # LoRA on GPT-2's attention (c_attn, c_proj) and MLP (c_fc, c_proj) projections
@@ -43,7 +43,7 @@ RECIPE = NLIRecipe(
     # Optimisation: effective batch 36 = 6 per device x 6 accumulation steps
     per_device_train_batch_size=6,
     gradient_accumulation_steps=6,
-    group_by_length=True,  # batches of similar lengths: 1.2x faster, same accuracy (README, Performance)
+    group_by_length=True,  # batches of similar lengths: 1.1-1.2x faster, same accuracy (docs/performance.md)
     learning_rate=2e-4,
     num_train_epochs=3,
     optim="adamw_torch",

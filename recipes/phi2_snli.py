@@ -33,7 +33,7 @@ RECIPE = NLIRecipe(
     test_size=100,
     # Optimisation
     per_device_train_batch_size=8,
-    group_by_length=True,  # batches of similar lengths: 1.2x faster, same accuracy (README, Performance)
+    group_by_length=True,  # batches of similar lengths: 1.1-1.2x faster, same accuracy (docs/performance.md)
     learning_rate=2.5e-5,
     num_train_epochs=5,
     optim="paged_adamw_8bit",
