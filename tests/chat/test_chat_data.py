@@ -1,6 +1,8 @@
-"""Conversations from OASST1-style message trees: branches, ranks, deleted/unreviewed messages, languages."""
+"""Conversations from OASST1-style message trees (branches, ranks, deleted/unreviewed messages, languages) and
+from rows that each hold one conversation (`messages`), in folders or a single file."""
 
 import json
+import re
 
 import pytest
 
@@ -8,6 +10,7 @@ from tunelab.chat.data import (
     STARTER_SPLITS,
     build_conversations,
     load_chat_split,
+    load_chat_splits,
     starter_trees,
     write_starter_oasst,
 )
@@ -151,3 +154,70 @@ def test_load_chat_split_from_folder_and_starter(tmp_path, monkeypatch):
         load_chat_split(str(tmp_path / "mine"), "validation", "en")
     with pytest.raises(TunelabError, match="no conversations in language 'xx'"):
         load_chat_split(str(tmp_path / "mine"), "train", "xx")
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def chat(number, system=False):
+    turns = [{"role": "user", "content": f" Question {number}? "}, {"role": "assistant", "content": f"Answer {number}."}]
+    return {"messages": [{"role": "system", "content": "Be brief."}] * system + turns, "source": "mine"}
+
+
+def test_conversation_rows_in_a_folder_are_read_as_they_are(tmp_path):
+    folder = tmp_path / "chats"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", [chat(1, system=True), chat(2)])
+    write_jsonl(folder / "validation.jsonl", [chat(3)])
+    train, held = load_chat_splits(str(folder), ("train", "validation"), "en")
+    assert texts(train) == [["Be brief.", "Question 1?", "Answer 1."], ["Question 2?", "Answer 2."]]
+    assert [m["role"] for m in train[0]["messages"]] == ["system", "user", "assistant"]
+    assert texts(held) == [["Question 3?", "Answer 3."]]
+
+
+def test_a_single_file_holds_a_tenth_of_its_conversations_out_the_same_way_each_time(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "chats.jsonl", [chat(n) for n in range(40)])
+    train, held = load_chat_splits(str(path), ("train", "validation"), None)
+    assert (len(train), len(held)) == (36, 4)
+    assert f"[tunelab] {path}: 4 of its 40 conversations held out for evaluation" in capsys.readouterr().out
+    assert not {c["tree_id"] for c in train} & {c["tree_id"] for c in held}
+    assert load_chat_splits(str(path), ("train", "validation"), None, sizes=(5, 2)) == (train[:5], held[:2])
+    trees = write_jsonl(tmp_path / "trees.jsonl", [msg("P1", None, "prompter", tree="a"),
+                                                    msg("A1", "P1", "assistant", tree="a"),
+                                                    msg("P2", "A1", "prompter", tree="a"),
+                                                    msg("A2", "P2", "assistant", tree="a"),
+                                                    msg("P3", "A1", "prompter", tree="a"),
+                                                    msg("A3", "P3", "assistant", tree="a"),
+                                                    msg("Q1", None, "prompter", tree="b"),
+                                                    msg("B1", "Q1", "assistant", tree="b")])
+    train, held = load_chat_splits(str(trees), ("train", "validation"), "en")
+    assert len(held) in (1, 2) and len({c["tree_id"] for c in held}) == 1  # a tree's branches stay together
+    assert len(train) + len(held) == 3
+
+
+@pytest.mark.parametrize("messages, message", [
+    ("Hi there", "row 1: messages must be a list of"),
+    ([{"role": "bot", "content": "Hi"}], "row 1: a turn has role 'bot': give each turn a role, one of system, user, "
+                                         "assistant"),
+    ([{"role": "user", "content": " "}, {"role": "assistant", "content": "Hi"}],
+     "row 1: a user turn has no content: fill it in or remove the row"),
+    ([{"role": "user", "content": "Hi"}], "row 1: turns go user: after an optional system message, user and "
+                                          "assistant turns alternate, starting with the user and ending with the "
+                                          "assistant"),
+    ([{"role": "user", "content": "Hi"}, {"role": "user", "content": "Hello?"},
+      {"role": "assistant", "content": "Hi"}], "row 1: turns go user -> user -> assistant"),
+    ([{"role": "system", "content": "Be brief."}], "row 1: turns go system:"),
+])
+def test_bad_conversation_rows_are_one_line_errors_naming_the_row(messages, message, tmp_path):
+    path = write_jsonl(tmp_path / "chats.jsonl", [{"messages": messages}, chat(2), chat(3)])
+    with pytest.raises(TunelabError, match=f"^{tmp_path}/chats.jsonl: " + re.escape(message)):
+        load_chat_splits(str(path), ("train", "validation"), "en")
+
+
+def test_a_single_file_must_be_json_lines_with_two_conversations(tmp_path):
+    with pytest.raises(TunelabError, match=r"chats.csv: chat data is read from JSON lines: give a .jsonl file"):
+        load_chat_splits(str(write_jsonl(tmp_path / "chats.csv", [chat(1)])), ("train", "validation"), "en")
+    with pytest.raises(TunelabError, match=r"has 1 conversation tree\(s\): a single file needs at least 2"):
+        load_chat_splits(str(write_jsonl(tmp_path / "one.jsonl", [chat(1)])), ("train", "validation"), "en")

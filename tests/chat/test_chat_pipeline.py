@@ -228,6 +228,25 @@ def test_phi2_oasst1_recipe_on_a_tiny_4bit_phi(tiny_phi_dir, tmp_path, capsys):
         main(recipe)
 
 
+def test_chat_run_on_a_single_file_of_conversations_holds_a_tenth_out_and_learns(tiny_llama_dir, tmp_path):
+    """A user's own .jsonl of `messages` conversations (a system turn in each): 54 train, 6 held out."""
+    cities = ["Lima", "Quito", "Bogota", "Santiago", "Caracas", "Montevideo"]
+    rows = [{"messages": [{"role": "system", "content": "Answer in one sentence."},
+                          {"role": "user", "content": f"Where is office {n}?"},
+                          {"role": "assistant", "content": f"Office {n} is in {cities[n % 6]}."}]} for n in range(60)]
+    path = tmp_path / "my_chats.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    argv = tiny_chat_overrides(tiny_llama_dir, tmp_path / "runs", "--load_in_4bit", "false", "--optim", "adamw_torch",
+                               "--gradient_checkpointing", "false", "--lora_target_modules", LLAMA_TARGETS)
+    argv[argv.index("starter")] = str(path)
+    run_dir = main(parse_recipe(CHAT_RECIPE, argv))
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["train_rows"] == 48 and info["eval_rows"] == {"held-out conversations": 6}
+    before, after = (json.loads((run_dir / f"eval/chat/{m}/perplexity.json").read_text())
+                     for m in ("baseline", "finetuned"))
+    assert before["conversations"] == 6 and after["perplexity"] < before["perplexity"]
+
+
 def test_chat_run_with_compiled_layers_trains_through_trl_and_generates_its_replies(tiny_llama_dir, tmp_path):
     """torch_compile in a chat run: TRL's training steps (with gradient checkpointing), the perplexity and the
     generated replies all run, and the layers compile a few graphs, far from PyTorch's recompile limit."""

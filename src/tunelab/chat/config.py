@@ -20,13 +20,16 @@ GENERAL_PROMPTS = [
 
 @dataclass
 class ChatRecipe(Recipe):
-    """A chat SFT recipe: conversations from OASST1-style message trees, assistant-only loss."""
+    """A chat SFT recipe: conversations (OASST1-style message trees or one conversation a row), assistant-only
+    loss."""
 
     dataset: str = field(default="starter", metadata={
-        "group": "data", "help": "\"starter\", a folder of <split>.jsonl message rows, or a Hub id (OpenAssistant/oasst1)"})
+        "group": "data", "help": "\"starter\", a .jsonl file (a tenth of its conversations held out), a folder of "
+                                 "<split>.jsonl files, or a Hub id (OpenAssistant/oasst1); rows are OASST1 messages "
+                                 "or one conversation each as messages: [{role, content}, ...]"})
     train_split: str = field(default="train", metadata={"group": "data", "help": "the split to train on"})
     eval_split: str = field(default="validation", metadata={
-        "group": "data", "help": "held-out conversations for perplexity"})
+        "group": "data", "help": "held-out conversations for perplexity (a single file holds its own out)"})
     language: str | None = field(default="en", metadata={
         "group": "data", "help": "keep messages in this language only; none for every language"})
     train_size: int | None = field(default=None, metadata={

@@ -17,11 +17,17 @@ one message: `message_id`, `parent_id` (None for the root prompt), `role` ("prom
 - a path ends at its last assistant reply (a trailing prompt without an answer is dropped), and
   only maximal paths are kept, so no conversation is a prefix of another.
 
+Rows may instead each hold one whole conversation, as `messages` (TRL's conversational format):
+a list of {"role": "system" | "user" | "assistant", "content"}, an optional system message first,
+then user and assistant turns alternating, ending on an assistant reply.
+
 Sources, by a chat recipe's `dataset` field:
 - `starter`: the offline starter trees written by `write_starter_oasst` (this module) into the
   tunelab cache;
-- a local folder with `<split>.jsonl` files of OASST1 rows;
-- a Hugging Face Hub dataset id with OASST1's schema (`OpenAssistant/oasst1`).
+- a local folder with `<split>.jsonl` files of OASST1 rows or of conversations;
+- one .jsonl file of either kind: a tenth of its conversations (whole trees), drawn with a fixed
+  seed, is held out for evaluation;
+- a Hugging Face Hub dataset id with OASST1's schema (`OpenAssistant/oasst1`) or a `messages` column.
 """
 
 from __future__ import annotations
@@ -32,12 +38,16 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from tunelab.console import say
 from tunelab.errors import TunelabError
 from tunelab.resources import cache_root
 from tunelab.rundir import read_jsonl, write_jsonl
 
 OASST_ROLES = {"prompter": "user", "assistant": "assistant"}
 REQUIRED_COLUMNS = ("message_id", "parent_id", "role", "text")
+CONVERSATION_ROLES = ("system", "user", "assistant")
+HELD_OUT_FRACTION = 0.1  # of a single file's conversations (whole trees), for evaluation
+HELD_OUT_SEED = 0
 STARTER_SPLITS = {"train": 0, "validation": 1}
 STARTER_SEED = 1234
 STARTER_TREES = {"train": 180, "validation": 45}
@@ -96,7 +106,8 @@ def check_message(row: dict, where: str) -> None:
     missing = [column for column in REQUIRED_COLUMNS if column not in row]
     if missing:
         raise TunelabError(f"{where}: message rows need the OASST1 columns {', '.join(REQUIRED_COLUMNS)}; "
-                           f"this row lacks {', '.join(missing)}: check the dataset")
+                           f"this row lacks {', '.join(missing)}: check the dataset, or give every row a "
+                           "conversation as messages")
     if row["role"] not in OASST_ROLES:
         raise TunelabError(f"{where}: unknown role {row['role']!r}: use {' or '.join(OASST_ROLES)}")
     if not isinstance(row["text"], str) or not row["text"].strip():
@@ -146,12 +157,72 @@ def unwind(chain: tuple | None) -> list[dict]:
     return messages[::-1]
 
 
+# ---------------------------------------------------------------------------- conversations as rows
+
+def conversations_from_rows(rows: list[dict], language: str | None, source: str) -> list[dict]:
+    """Conversations from rows of OASST1 messages, or from rows that each hold one conversation as `messages`
+    (`language` filters OASST1 rows only: conversation rows carry no language)."""
+    if not (rows and "messages" in rows[0]):
+        return build_conversations(rows, language, source)
+    return [{"tree_id": str(number), "messages": checked_messages(row.get("messages"), f"{source}: row {number}")}
+            for number, row in enumerate(rows, start=1)]
+
+
+def checked_messages(messages, where: str) -> list[dict]:
+    """A conversation's messages with stripped content, or a one-line error naming the row and the fix."""
+    if not isinstance(messages, list) or not messages:
+        raise TunelabError(f"{where}: messages must be a list of {{\"role\", \"content\"}} turns: fix or remove the row")
+    for turn in messages:
+        if not isinstance(turn, dict) or turn.get("role") not in CONVERSATION_ROLES:
+            role = turn.get("role") if isinstance(turn, dict) else turn
+            raise TunelabError(f"{where}: a turn has role {role!r}: give each turn a role, one of "
+                               f"{', '.join(CONVERSATION_ROLES)}")
+        if not isinstance(turn.get("content"), str) or not turn["content"].strip():
+            raise TunelabError(f"{where}: a {turn['role']} turn has no content: fill it in or remove the row")
+    roles = [turn["role"] for turn in messages]
+    dialogue = roles[1:] if roles[0] == "system" else roles
+    if not dialogue or dialogue != ["user", "assistant"] * (len(dialogue) // 2):
+        raise TunelabError(f"{where}: turns go {' -> '.join(roles)}: after an optional system message, user and "
+                           "assistant turns alternate, starting with the user and ending with the assistant")
+    return [{"role": turn["role"], "content": turn["content"].strip()} for turn in messages]
+
+
 # ---------------------------------------------------------------------------- loading
 
+def load_chat_splits(dataset: str, splits: tuple[str, str], language: str | None,
+                     sizes: tuple[int | None, int | None] = (None, None)) -> tuple[list[dict], list[dict]]:
+    """(training, held-out) conversations: the two named splits of a dataset, or the two parts of one .jsonl
+    file (`held_out`); each cut to its size."""
+    path = Path(dataset).expanduser()
+    if dataset != "starter" and path.is_file():
+        if path.suffix != ".jsonl":
+            raise TunelabError(f"{path}: chat data is read from JSON lines: give a .jsonl file (one conversation, or "
+                               "one OASST1 message, a line) or a folder of <split>.jsonl files")
+        parts = held_out(conversations_from_rows(read_jsonl(path), language, str(path)), str(path))
+    else:
+        parts = tuple(load_chat_split(dataset, split, language) for split in splits)
+    return tuple(part[:size] for part, size in zip(parts, sizes, strict=True))
+
+
+def held_out(conversations: list[dict], source: str) -> tuple[list[dict], list[dict]]:
+    """(training, held-out): HELD_OUT_FRACTION of the trees, drawn with a fixed seed, and all their
+    conversations held out, so no held-out conversation shares a turn with a training one."""
+    trees = list(dict.fromkeys(c["tree_id"] for c in conversations))
+    if len(trees) < 2:
+        raise TunelabError(f"{source} has {len(trees)} conversation tree(s): a single file needs at least 2, one "
+                           "to hold out for evaluation")
+    count = max(1, round(HELD_OUT_FRACTION * len(trees)))
+    chosen = set(random.Random(HELD_OUT_SEED).sample(trees, count))
+    held = [c for c in conversations if c["tree_id"] in chosen]
+    say(f"{source}: {len(held)} of its {len(conversations)} conversations held out for evaluation (a tenth of its "
+        "conversation trees, drawn with a fixed seed)")
+    return [c for c in conversations if c["tree_id"] not in chosen], held
+
+
 def load_chat_split(dataset: str, split: str, language: str | None, size: int | None = None) -> list[dict]:
-    """Conversations of one split of a dataset in OASST1's tree schema; at most `size` of them."""
+    """Conversations of one split of a dataset (OASST1 message trees or conversation rows); at most `size`."""
     source, rows = _read_message_rows(dataset, split)
-    conversations = build_conversations(rows, language, source)
+    conversations = conversations_from_rows(rows, language, source)
     if not conversations:
         where = f" in language {language!r}" if language else ""
         raise TunelabError(f"no conversations{where} in {dataset}:{split}: check the dataset and --language "
@@ -187,7 +258,9 @@ def _load_from_hub(dataset: str, split: str) -> list[dict]:
         raise TunelabError(f"cannot load dataset {dataset}: {str(error).splitlines()[0]}") from None
     except (OSError, ConnectionError) as error:
         raise TunelabError(f"cannot load dataset {dataset} from the Hugging Face Hub ({str(error).splitlines()[0]}): "
-                           "use --dataset starter offline, or a local folder of OASST1 .jsonl files") from None
+                           "use --dataset starter offline, or a local .jsonl file or folder of .jsonl files") from None
+    if "messages" in data.column_names:
+        return data.select_columns(["messages"]).to_list()
     columns = [c for c in ("message_id", "parent_id", "message_tree_id", "role", "text", "lang", "rank",
                            "review_result", "review_count", "deleted") if c in data.column_names]
     return data.select_columns(columns).to_list()

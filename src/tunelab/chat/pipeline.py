@@ -38,7 +38,7 @@ from accelerate import PartialState
 from transformers import TrainerCallback
 
 from tunelab.chat.config import ChatRecipe
-from tunelab.chat.data import load_chat_split
+from tunelab.chat.data import load_chat_splits
 from tunelab.chat.format import labels_from_masks, prepare_chat_tokenizer, tokenize_chat
 from tunelab.console import say
 from tunelab.errors import TrainingDiverged, TunelabError
@@ -123,10 +123,9 @@ class ChatRun(PipelineRun):
         """The train and held-out conversations; first, so that bad data fails before anything slow loads."""
         recipe = self.recipe
         with self.watch.phase("load"):
-            self.conversations = {
-                "train": load_chat_split(recipe.dataset, recipe.train_split, recipe.language, recipe.train_size),
-                "eval": load_chat_split(recipe.dataset, recipe.eval_split, recipe.language, recipe.eval_size),
-            }
+            train, held_out = load_chat_splits(recipe.dataset, (recipe.train_split, recipe.eval_split),
+                                               recipe.language, (recipe.train_size, recipe.eval_size))
+            self.conversations = {"train": train, "eval": held_out}
 
     def load_tokenizer(self) -> None:
         """The tokenizer with its chat template, then every conversation tokenized with it."""
@@ -323,8 +322,11 @@ def write_side_by_side(eval_dir: Path) -> None:
 def plan_train_rows(recipe: ChatRecipe) -> int | None:
     """The training conversations for the run plan: counted where the data is local, else the recipe's cap."""
     local = recipe.dataset == "starter" or Path(recipe.dataset).expanduser().exists()
-    return (len(load_chat_split(recipe.dataset, recipe.train_split, recipe.language, recipe.train_size))
-            if local else recipe.train_size)
+    if not local:
+        return recipe.train_size
+    train, _ = load_chat_splits(recipe.dataset, (recipe.train_split, recipe.eval_split), recipe.language,
+                                (recipe.train_size, None))
+    return len(train)
 
 
 def plan_eval_rows(recipe: ChatRecipe) -> None:
