@@ -9,6 +9,7 @@ import pytest
 from tunelab.chat.data import (
     STARTER_SPLITS,
     build_conversations,
+    conversations_from_rows,
     load_chat_split,
     load_chat_splits,
     starter_trees,
@@ -199,6 +200,7 @@ def test_a_single_file_holds_a_tenth_of_its_conversations_out_the_same_way_each_
 
 @pytest.mark.parametrize("messages, message", [
     ("Hi there", "row 1: messages must be a list of"),
+    (["Hi there", {"role": "assistant", "content": "Hi"}], "row 1: messages must be a list of"),
     ([{"role": "bot", "content": "Hi"}], "row 1: a turn has role 'bot': give each turn a role, one of system, user, "
                                          "assistant"),
     ([{"role": "user", "content": " "}, {"role": "assistant", "content": "Hi"}],
@@ -221,3 +223,19 @@ def test_a_single_file_must_be_json_lines_with_two_conversations(tmp_path):
         load_chat_splits(str(write_jsonl(tmp_path / "chats.csv", [chat(1)])), ("train", "validation"), "en")
     with pytest.raises(TunelabError, match=r"has 1 conversation tree\(s\): a single file needs at least 2"):
         load_chat_splits(str(write_jsonl(tmp_path / "one.jsonl", [chat(1)])), ("train", "validation"), "en")
+
+
+def test_a_hub_dataset_with_a_messages_column_gives_its_conversations(tmp_path):
+    """The Hub path (load_dataset), on a local copy in the Hub's layout: a `messages` column is one conversation."""
+    import pyarrow
+    import pyarrow.parquet
+
+    from tunelab.chat.data import _load_from_hub
+
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    rows = [chat(n, system=n == 0) | {"prompt_id": str(n)} for n in range(3)]
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), tmp_path / "hub/data/train-00000-of-00001.parquet")
+    loaded = _load_from_hub(str(tmp_path / "hub"), "train")
+    assert [set(row) for row in loaded] == [{"messages"}] * 3
+    assert texts(conversations_from_rows(loaded, "en", "hub:train")) == [
+        ["Be brief.", "Question 0?", "Answer 0."], ["Question 1?", "Answer 1."], ["Question 2?", "Answer 2."]]

@@ -170,12 +170,12 @@ def conversations_from_rows(rows: list[dict], language: str | None, source: str)
 
 def checked_messages(messages, where: str) -> list[dict]:
     """A conversation's messages with stripped content, or a one-line error naming the row and the fix."""
-    if not isinstance(messages, list) or not messages:
-        raise TunelabError(f"{where}: messages must be a list of {{\"role\", \"content\"}} turns: fix or remove the row")
+    shape = f"{where}: messages must be a list of {{\"role\", \"content\"}} turns: fix or remove the row"
+    if not isinstance(messages, list) or not messages or not all(isinstance(turn, dict) for turn in messages):
+        raise TunelabError(shape)
     for turn in messages:
-        if not isinstance(turn, dict) or turn.get("role") not in CONVERSATION_ROLES:
-            role = turn.get("role") if isinstance(turn, dict) else turn
-            raise TunelabError(f"{where}: a turn has role {role!r}: give each turn a role, one of "
+        if turn.get("role") not in CONVERSATION_ROLES:
+            raise TunelabError(f"{where}: a turn has role {turn.get('role')!r}: give each turn a role, one of "
                                f"{', '.join(CONVERSATION_ROLES)}")
         if not isinstance(turn.get("content"), str) or not turn["content"].strip():
             raise TunelabError(f"{where}: a {turn['role']} turn has no content: fill it in or remove the row")
@@ -214,8 +214,8 @@ def held_out(conversations: list[dict], source: str) -> tuple[list[dict], list[d
     count = max(1, round(HELD_OUT_FRACTION * len(trees)))
     chosen = set(random.Random(HELD_OUT_SEED).sample(trees, count))
     held = [c for c in conversations if c["tree_id"] in chosen]
-    say(f"{source}: {len(held)} of its {len(conversations)} conversations held out for evaluation (a tenth of its "
-        "conversation trees, drawn with a fixed seed)")
+    say(f"{source}: {len(held)} of its {len(conversations)} conversations held out for evaluation (a tenth, drawn "
+        "with a fixed seed; OASST1 trees are held out whole)")
     return [c for c in conversations if c["tree_id"] not in chosen], held
 
 
