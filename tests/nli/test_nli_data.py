@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tunelab.errors import TunelabError
-from tunelab.nli.config import NLIRecipe
+from tunelab.nli.config import NLI_LABELS, NLIRecipe
 from tunelab.nli.data import (
     Prompt,
     annotator_distribution,
@@ -31,6 +31,18 @@ def hub_schema_rows(n):
     """Rows in SNLI's Hub schema; every 7th has no gold label (-1)."""
     return [{"premise": f"Premise number {i}.", "hypothesis": f"Hypothesis {i}.", "label": -1 if i % 7 == 3 else i % 3}
             for i in range(n)]
+
+
+def test_one_file_of_nli_rows_holds_a_fifth_out_for_testing_as_any_classification_file(tmp_path):
+    """SNLI's own schema in one file: the test rows are a fifth of it, never train rows; --test_fraction 0
+    reads the whole file for every split."""
+    path = write_jsonl(tmp_path / "my_nli.jsonl", [{"sentence1": f"A premise {i}.", "sentence2": f"A hypothesis {i}.",
+                                                    "gold_label": NLI_LABELS[i % 3]} for i in range(100)])
+    splits = load_nli_splits(NLIRecipe(dataset=str(path)), ["train", "validation", "test"])
+    assert [len(splits[s]) for s in ("train", "validation", "test")] == [72, 8, 20]
+    assert not {r["premise"] for r in splits["test"]} & {r["premise"] for r in splits["train"] + splits["validation"]}
+    whole = load_nli_splits(NLIRecipe(dataset=str(path), test_fraction=0), ["train", "test"])
+    assert len(whole["train"]) == len(whole["test"]) == 100
 
 
 def test_drops_no_gold_rows_then_strides(tmp_path):

@@ -31,6 +31,3 @@ class NLIRecipe(ClassificationRecipe):
     prompt_template: str | None = field(default=PROMPT_TEMPLATE, metadata={
         "group": "data", "help": "the text the model reads, with {premise} and {hypothesis} in it; the label word "
                                  "follows its end"})
-    test_fraction: float = field(default=0.0, metadata={
-        "group": "data", "help": "when dataset is a single file: hold this fraction of its rows out as the test "
-                                 "split; 0 (SNLI's original files) reads the whole file for every split"})
