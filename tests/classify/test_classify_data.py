@@ -112,6 +112,14 @@ def test_settings_errors(argv, message, tmp_path):
     ([{"review": "Hi.", "sentiment": "good"}, {"review": "  ", "sentiment": "bad"}],
      "row 2 has an empty or non-text review"),
     ([{"review": "Hi.", "sentiment": "great"}], "row 1 has label 'great', which is not one of bad, good"),
+    ([{"review": "Hi.", "sentiment": s} for s in ("good", "meh", "great", "-", "bad")],
+     "row 2 has label 'meh', which is not one of bad, good (or 0 to 1; -1, '-' or empty for no gold label): fix the "
+     "row or --labels (the sentiment column holds: --labels bad,good,great,meh)"),
+    ([{"review": "Hi.", "sentiment": n} for n in (0, 1, 5, 2)],
+     "row 3 has label 5, which is not one of bad, good (or 0 to 1; -1, '-' or empty for no gold label): fix the row "
+     "or --labels (the sentiment column holds positions up to 5: name each class, in order, with --labels)"),
+    ([{"review": "Hi.", "sentiment": f"note {n}"} for n in range(40)],
+     "(the sentiment column holds 40 different values: is --label_column right?)"),
     ([{"review": "Hi.", "sentiment": "good"}, {"review": "Ho.", "sentiment": 0}],
      "mixed label types: row 1 has the name 'good', row 2 the position 0"),
 ])

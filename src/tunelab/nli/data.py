@@ -421,6 +421,7 @@ def _load_from_hub(dataset: str, config: str | None, split: str) -> Dataset:
 
 def normalise_rows(recipe: ClassificationRecipe, rows: Iterable[dict], source: str) -> list[dict]:
     """Rows as {text columns, label name, ...extra columns}; rows without a gold label dropped."""
+    rows = list(rows)
     columns = [*recipe.text_columns, recipe.label_column]
     aliases = [COLUMN_ALIASES.get(column) for column in columns]
     normalised, kinds = [], {}
@@ -430,11 +431,27 @@ def normalise_rows(recipe: ClassificationRecipe, rows: Iterable[dict], source: s
             continue
         kinds.setdefault(_label_kind(label, recipe.labels), (index, label))
         extra = {k: v for k, v in row.items() if k not in (*columns, *aliases)}
+        try:
+            gold = label_name(label, recipe.labels, source, index)
+        except TunelabError as error:
+            raise TunelabError(f"{error} ({labels_found(rows, recipe.label_column)})") from None
         normalised.append({**extra, **{name: _text(text, name, source, index)
-                                       for name, text in zip(recipe.text_columns, texts)},
-                           "label": label_name(label, recipe.labels, source, index)})
+                                       for name, text in zip(recipe.text_columns, texts)}, "label": gold})
     _check_one_label_kind(kinds, source)
     return normalised
+
+
+MAX_LISTED_LABELS = 30  # more distinct values than this are more likely a wrong column than classes
+
+
+def labels_found(rows: list[dict], column: str) -> str:
+    """What the rows' label column holds, phrased as the --labels that would read it."""
+    values = {row.get(column, row.get(COLUMN_ALIASES.get(column))) for row in rows} - set(NO_GOLD_LABELS)
+    if len(values) > MAX_LISTED_LABELS:
+        return f"the {column} column holds {len(values)} different values: is --label_column right?"
+    if all(isinstance(value, int) and not isinstance(value, bool) for value in values):
+        return f"the {column} column holds positions up to {max(values)}: name each class, in order, with --labels"
+    return f"the {column} column holds: --labels {','.join(sorted(str(value) for value in values))}"
 
 
 def _column(row: dict, name: str, source: str, index: int) -> object:
