@@ -120,6 +120,7 @@ def test_settings_errors(argv, message, tmp_path):
      "or --labels (the sentiment column holds positions up to 5: name each class, in order, with --labels)"),
     ([{"review": "Hi.", "sentiment": f"note {n}"} for n in range(40)],
      "(the sentiment column holds 40 different values: is --label_column right?)"),
+    ([{"review": "Hi.", "sentiment": ["good"]}], "row 1 has label ['good'], which is not one of bad, good"),
     ([{"review": "Hi.", "sentiment": "good"}, {"review": "Ho.", "sentiment": 0}],
      "mixed label types: row 1 has the name 'good', row 2 the position 0"),
 ])

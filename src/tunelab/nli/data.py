@@ -446,10 +446,11 @@ MAX_LISTED_LABELS = 30  # more distinct values than this are more likely a wrong
 
 def labels_found(rows: list[dict], column: str) -> str:
     """What the rows' label column holds, phrased as the --labels that would read it."""
-    values = {row.get(column, row.get(COLUMN_ALIASES.get(column))) for row in rows} - set(NO_GOLD_LABELS)
+    found = (row.get(column, row.get(COLUMN_ALIASES.get(column))) for row in rows)
+    values = {value for value in found if isinstance(value, str | int | float)} - set(NO_GOLD_LABELS)
     if len(values) > MAX_LISTED_LABELS:
         return f"the {column} column holds {len(values)} different values: is --label_column right?"
-    if all(isinstance(value, int) and not isinstance(value, bool) for value in values):
+    if values and all(isinstance(value, int) and not isinstance(value, bool) for value in values):
         return f"the {column} column holds positions up to {max(values)}: name each class, in order, with --labels"
     return f"the {column} column holds: --labels {','.join(sorted(str(value) for value in values))}"
 
