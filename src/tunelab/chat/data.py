@@ -170,9 +170,8 @@ def conversations_from_rows(rows: list[dict], language: str | None, source: str)
 
 def checked_messages(messages, where: str) -> list[dict]:
     """A conversation's messages with stripped content, or a one-line error naming the row and the fix."""
-    shape = f"{where}: messages must be a list of {{\"role\", \"content\"}} turns: fix or remove the row"
     if not isinstance(messages, list) or not messages or not all(isinstance(turn, dict) for turn in messages):
-        raise TunelabError(shape)
+        raise TunelabError(f"{where}: messages must be a list of {{\"role\", \"content\"}} turns: fix or remove the row")
     for turn in messages:
         if turn.get("role") not in CONVERSATION_ROLES:
             raise TunelabError(f"{where}: a turn has role {turn.get('role')!r}: give each turn a role, one of "

@@ -28,7 +28,7 @@ import json
 import os
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -323,7 +323,7 @@ SELECTION_FIELDS = ("dataset", "dataset_config", "test_splits", "test_stride", "
 STARTER_SETS = {"starter": "starter_nli", "starter_mnli": "starter_mnli", "starter_sentiment": "starter_sentiment"}
 
 
-def _read_split(dataset: str, config: str | None, split: str, setting: str = "dataset") -> Iterable[dict]:
+def _read_split(dataset: str, config: str | None, split: str, setting: str = "dataset") -> list[dict] | Dataset:
     if dataset in STARTER_SETS:
         return read_jsonl(_split_file(starter_data_dir(dataset), split))
     path = Path(dataset).expanduser()
@@ -419,9 +419,9 @@ def _load_from_hub(dataset: str, config: str | None, split: str) -> Dataset:
 
 # ---------------------------------------------------------------------------- schema
 
-def normalise_rows(recipe: ClassificationRecipe, rows: Iterable[dict], source: str) -> list[dict]:
-    """Rows as {text columns, label name, ...extra columns}; rows without a gold label dropped."""
-    rows = list(rows)
+def normalise_rows(recipe: ClassificationRecipe, rows: list[dict] | Dataset, source: str) -> list[dict]:
+    """Rows as {text columns, label name, ...extra columns}; rows without a gold label dropped. `rows` is read
+    once, and again only to name the labels it holds when one is not in `labels`."""
     columns = [*recipe.text_columns, recipe.label_column]
     aliases = [COLUMN_ALIASES.get(column) for column in columns]
     normalised, kinds = [], {}
@@ -444,7 +444,7 @@ def normalise_rows(recipe: ClassificationRecipe, rows: Iterable[dict], source: s
 MAX_LISTED_LABELS = 30  # more distinct values than this are more likely a wrong column than classes
 
 
-def labels_found(rows: list[dict], column: str) -> str:
+def labels_found(rows: list[dict] | Dataset, column: str) -> str:
     """What the rows' label column holds, phrased as the --labels that would read it."""
     found = (row.get(column, row.get(COLUMN_ALIASES.get(column))) for row in rows)
     values = {value for value in found if isinstance(value, str | int | float)} - set(NO_GOLD_LABELS)
